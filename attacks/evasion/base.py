@@ -1,0 +1,117 @@
+"""Base class and result type shared by every evasion attack."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from secsuite.model import Classifier
+
+NORMS = ("linf", "l2")
+
+
+@dataclass
+class AttackResult:
+    """Adversarial examples for one batch. `success` means the attacker's goal holds on `x_adv`."""
+
+    x_adv: torch.Tensor
+    success: torch.Tensor  # bool (N,)
+    robust: torch.Tensor  # bool (N,): x_adv still classified as the true label
+    linf: torch.Tensor  # (N,) perturbation norms
+    l2: torch.Tensor
+    n_forward: int
+    n_backward: int
+    time_s: float
+
+    def norms(self, norm: str) -> torch.Tensor:
+        return self.linf if norm == "linf" else self.l2
+
+
+def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    flat = delta.flatten(1)
+    return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
+
+
+def l2_normalize(g: torch.Tensor, tol: float = 1e-12) -> torch.Tensor:
+    return g / (g.flatten(1).norm(dim=1).view(-1, *[1] * (g.dim() - 1)) + tol)
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Project onto the eps ball around x (in `norm`) intersected with [0,1]."""
+    delta = x_adv - x
+    if norm == "linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        scale = (eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
+        delta = delta * scale.view(-1, *[1] * (delta.dim() - 1))
+    return (x + delta).clamp(0, 1)
+
+
+def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or value != value:
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+class Attack:
+    """An evasion attack in [0,1] pixel space. Subclasses implement `_perturb`.
+
+    `minimum_norm` attacks (Carlini-Wagner) look for the smallest perturbation instead of the
+    worst one inside a ball; one run is evaluated at every eps of the threat model.
+    """
+
+    name = "attack"
+    minimum_norm = False
+
+    def __init__(self, eps: float = 0.1, norm: str = "linf", targeted: bool = False, seed: int = 0):
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        check_positive("eps", eps, allow_zero=True)
+        self.eps, self.norm, self.targeted, self.seed = float(eps), norm, bool(targeted), int(seed)
+
+    def _perturb(self, classifier: Classifier, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def random_targets(self, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed + 1)
+        offset = torch.randint(1, num_classes, y.shape, generator=generator).to(y.device)
+        return (y + offset) % num_classes
+
+    def attack(self, classifier: Classifier, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> AttackResult:
+        """Attack (x, y); targeted attacks use `target` or, if None, a seeded random other class."""
+        x, y = x.to(classifier.device), y.to(classifier.device)
+        classifier.check_inputs(x, y)
+        if self.targeted:
+            target = self.random_targets(y, classifier.num_classes) if target is None else target.to(y.device)
+            classifier.check_inputs(x, target)
+        was_training = classifier.training
+        classifier.eval()
+        forward0, backward0 = classifier.counters()
+        start = time.perf_counter()
+        try:
+            x_adv = self._perturb(classifier, x, y, target if self.targeted else None).detach()
+            with torch.no_grad():
+                pred = classifier(x_adv).argmax(1)
+        finally:
+            classifier.train(was_training)
+        elapsed = time.perf_counter() - start
+        success = (pred == target) if self.targeted else (pred != y)
+        delta = x_adv - x
+        return AttackResult(
+            x_adv=x_adv, success=success, robust=pred == y,
+            linf=perturbation_norm(delta, "linf"), l2=perturbation_norm(delta, "l2"),
+            n_forward=classifier.n_forward - forward0, n_backward=classifier.n_backward - backward0, time_s=elapsed,
+        )
+
+    def loss_gradient(self, classifier: Classifier, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Gradient of the summed cross-entropy w.r.t. the input; targeted attacks descend it."""
+        x = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(classifier(x), labels, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+        return -grad if self.targeted else grad
+
+    def params(self) -> dict:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}

@@ -1,0 +1,61 @@
+"""PGD (Madry et al. 2018): random start in the eps ball, then projected sign (Linf) or normalised (L2) steps."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from attacks.evasion.base import Attack, check_positive, l2_normalize, project
+from secsuite.model import Classifier
+
+
+class PGD(Attack):
+    name = "pgd"
+
+    def __init__(self, eps: float = 0.1, norm: str = "linf", steps: int = 10, step_size: float | None = None,
+                 random_start: bool = True, restarts: int = 1, targeted: bool = False, seed: int = 0):
+        super().__init__(eps, norm, targeted, seed)
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps}")
+        if int(restarts) != restarts or restarts < 1:
+            raise ValueError(f"restarts must be a positive integer, got {restarts}")
+        if step_size is not None:
+            check_positive("step_size", step_size)
+        self.steps, self.restarts, self.random_start = int(steps), int(restarts), bool(random_start)
+        # Madry et al.'s robustness library default: 2.5 * eps / steps (2/255 for 8/255 and 10 steps).
+        self.step_size = float(step_size) if step_size is not None else 2.5 * self.eps / self.steps
+
+    def _random_start(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.norm == "linf":
+            noise = (torch.rand(x.shape, generator=generator, dtype=x.dtype) * 2 - 1) * self.eps
+        else:
+            direction = l2_normalize(torch.randn(x.shape, generator=generator, dtype=x.dtype))
+            radius = torch.rand((x.shape[0],), generator=generator, dtype=x.dtype) * self.eps
+            noise = direction * radius.view(-1, *[1] * (x.dim() - 1))
+        return (x + noise.to(x.device)).clamp(0, 1)
+
+    def _one_run(self, classifier: Classifier, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x_adv = self._random_start(x, generator) if self.random_start and self.eps > 0 else x.clone()
+        for _ in range(self.steps):
+            grad = self.loss_gradient(classifier, x_adv, labels)
+            step = grad.sign() if self.norm == "linf" else l2_normalize(grad)
+            x_adv = project(x_adv + self.step_size * step, x, self.eps, self.norm)
+        return x_adv
+
+    def _perturb(self, classifier: Classifier, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        labels = target if self.targeted else y
+        generator = torch.Generator().manual_seed(self.seed)
+        best = self._one_run(classifier, x, labels, generator)
+        if self.restarts == 1:
+            return best
+        with torch.no_grad():
+            best_loss = F.cross_entropy(classifier(best), labels, reduction="none")
+        for _ in range(self.restarts - 1):
+            candidate = self._one_run(classifier, x, labels, generator)
+            with torch.no_grad():
+                loss = F.cross_entropy(classifier(candidate), labels, reduction="none")
+            # Untargeted keeps the highest loss, targeted the lowest (closest to the target).
+            better = loss < best_loss if self.targeted else loss > best_loss
+            best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), candidate, best)
+            best_loss = torch.where(better, loss, best_loss)
+        return best

@@ -1,0 +1,189 @@
+"""Runs an AuditConfig: load or train the model, evaluate, run extra evaluations and defenses, assemble the report.
+
+This is the one module that knows every package; it imports them lazily.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import importlib
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from secsuite.data import DataSplits, Dataset, load_dataset
+from secsuite.errors import ConfigError
+from secsuite.evaluation import AttackEvaluation, clean_section, evaluate_attacks, validity_warnings
+from secsuite.model import Classifier
+from secsuite.progress import log
+from secsuite.report import CleanSection, DataInfo, DefenseEntry, EpsDelta, Meta, ModelInfo, Report, ReportWarning, write_atomic, write_report
+from secsuite.sources import load_classifier
+from secsuite.threat import AuditConfig, EvaluateSpec, load_config
+from secsuite.training import train_classifier
+
+# kind -> ("module:function", report section). function(context, spec) returns that section's model.
+EVALUATORS: dict[str, tuple[str, str]] = {
+    "certify": ("defenses.certified.audit:run", "certified"),
+    "backdoor": ("defenses.ebyd.audit:run", "backdoor"),
+    "extraction": ("attacks.extraction.audit:run", "extraction"),
+    "unlearnable": ("attacks.unlearnable.audit:run", "unlearnable"),
+    "mpc": ("mpc.audit:run", "mpc"),
+}
+VERSIONED_PACKAGES = ("secsuite", "torch", "torchvision", "numpy", "adversarial-robustness-toolbox", "crypten", "auto-lirpa", "pydantic")
+
+
+@dataclass
+class AuditContext:
+    """What an evaluation or defense step may use: the model, the data, the threat and the main results."""
+
+    config: AuditConfig
+    classifier: Classifier
+    data: DataSplits
+    eval_data: Dataset
+    out_dir: Path
+    clean: CleanSection | None = None
+    attack_evaluation: AttackEvaluation | None = None
+    section_time_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def threat(self):
+        return self.config.threat
+
+    def evaluate(self, classifier: Classifier):
+        """Clean section and attack evaluation of any classifier with exactly the audit's attacks and eps grid."""
+        clean = clean_section(classifier, self.eval_data, self.config.data.batch_size)
+        attacks = evaluate_attacks(classifier, self.eval_data, self.threat, self.config.evaluate, self.config.data.batch_size)
+        return clean, attacks
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def prepare_model(config: AuditConfig, data: DataSplits, device: str | None = None) -> tuple[Classifier, ModelInfo]:
+    spec = config.model
+    input_shape = spec.input_shape or data.train.input_shape
+    classifier = load_classifier(spec.source, spec.num_classes, input_shape, spec.weights, spec.mean, spec.std,
+                                 device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    classifier.check_inputs(data.test.x[:1], data.test.y[:1])
+    trained_here = spec.weights is None and spec.source.startswith("zoo:") and spec.train_epochs > 0
+    if trained_here:
+        torch.manual_seed(config.threat.seed)
+        classifier = load_classifier(spec.source, spec.num_classes, input_shape, None, spec.mean, spec.std, device=classifier.device)
+        train_classifier(classifier, data.train, epochs=spec.train_epochs, lr=spec.train_lr, seed=config.threat.seed, description="training model")
+    info = ModelInfo(source=spec.source, num_classes=spec.num_classes, input_shape=list(input_shape),
+                     parameters=sum(p.numel() for p in classifier.parameters()), weights=spec.weights,
+                     trained_here=trained_here, train_epochs=spec.train_epochs if trained_here else 0)
+    return classifier, info
+
+
+def run_defense(context: AuditContext, spec) -> tuple[DefenseEntry, list[ReportWarning]]:
+    """Fit one defense on a copy of the model, save it (state_dict + how it was made), evaluate it like the original."""
+    from defenses import make_defense
+
+    defense = make_defense(spec.name, **spec.params())
+    result = defense.fit(copy.deepcopy(context.classifier), context.data.train, context.threat)
+    models_dir = context.out_dir / "models"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = models_dir / f"{spec.name}.pt"
+    temp = checkpoint.with_suffix(".pt.tmp")
+    torch.save(result.classifier.net.state_dict(), temp)
+    temp.replace(checkpoint)
+    model_spec = context.config.model
+    write_atomic(checkpoint.with_suffix(".json"), json.dumps({
+        "source": model_spec.source, "weights": str(checkpoint), "num_classes": model_spec.num_classes,
+        "input_shape": list(context.classifier.input_shape), "mean": model_spec.mean, "std": model_spec.std,
+        "defense": spec.name, "params": defense.params(), "training_time_s": result.training_time_s, "epochs": result.epochs,
+    }, indent=2))
+    clean, attacks = context.evaluate(result.classifier)
+    baseline = context.attack_evaluation.worst_case
+    entry = DefenseEntry(
+        name=spec.name, params=defense.params(), clean_acc=clean.clean_acc, clean_acc_delta=clean.clean_acc - context.clean.clean_acc,
+        attacks=attacks.entries, worst_case=attacks.worst_case,
+        worst_case_delta=[EpsDelta(eps=d.eps, robust_acc_delta=d.robust_acc - b.robust_acc) for d, b in zip(attacks.worst_case, baseline)],
+        training_time_s=result.training_time_s, training_epochs=result.epochs, checkpoint=str(checkpoint), details=result.details,
+    )
+    return entry, validity_warnings(clean, attacks.entries, subject=spec.name)
+
+
+def run_evaluator(context: AuditContext, spec: EvaluateSpec):
+    target, section = EVALUATORS[spec.kind]
+    module_name, _, function_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        raise ConfigError(f"evaluate kind {spec.kind!r} is not implemented yet (planned; see the README status table)") from None
+    return section, getattr(module, function_name)(context, spec)
+
+
+def audit(config: AuditConfig | str | Path | None = None, out_dir: str | Path | None = None, write: bool = True) -> Report:
+    """Run an audit (a config object, a TOML path, or None for the embedded default) and return its report."""
+    if not isinstance(config, AuditConfig):
+        config = load_config(config)
+    started = time.perf_counter()
+    started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    torch.manual_seed(config.threat.seed)
+    out_dir = Path(out_dir or config.output.dir)
+    section_time: dict[str, float] = {}
+
+    tick = time.perf_counter()
+    data = load_dataset(config.data.source)
+    eval_data = data.test.subset(config.data.limit)
+    classifier, model_info = prepare_model(config, data)
+    classifier.check_inputs(eval_data.x, eval_data.y)
+    section_time["model"] = time.perf_counter() - tick
+    context = AuditContext(config, classifier, data, eval_data, out_dir, section_time_s=section_time)
+
+    tick = time.perf_counter()
+    clean, attacks = context.evaluate(classifier)
+    context.clean, context.attack_evaluation = clean, attacks
+    section_time["attacks"] = time.perf_counter() - tick
+    log(f"clean accuracy {100 * clean.clean_acc:.1f}%")
+
+    report = Report(
+        meta=Meta(seed=config.threat.seed, config_hash=config.config_hash(), git_revision=git_revision(), versions=versions(),
+                  device=str(classifier.device), started_at=started_at),
+        model=model_info, data=DataInfo(source=config.data.source, n_train=len(data.train), n_eval=len(eval_data)),
+        threat=config.threat, clean=clean, attacks=attacks.entries, worst_case=attacks.worst_case,
+        warnings=validity_warnings(clean, attacks.entries, subject="model"),
+    )
+    for spec in config.evaluate:
+        if spec.kind in EVALUATORS:
+            tick = time.perf_counter()
+            section_name, section = run_evaluator(context, spec)
+            setattr(report, section_name, section)
+            section_time[section_name] = time.perf_counter() - tick
+    if config.defend:
+        tick = time.perf_counter()
+        report.defenses = []
+        for spec in config.defend:
+            entry, warnings = run_defense(context, spec)
+            report.warnings.extend(warnings)
+            report.defenses.append(entry)
+        section_time["defenses"] = time.perf_counter() - tick
+    report.meta.section_time_s = section_time
+    report.meta.wall_time_s = time.perf_counter() - started
+    if write:
+        write_report(report, out_dir, config.output.formats)
+    return report

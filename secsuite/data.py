@@ -1,0 +1,222 @@
+"""Datasets as in-memory tensors in [0,1]: digits (embedded), mnist:DIR, cifar10:DIR, imagefolder:DIR, synthetic.
+
+`load_dataset(source)` returns train and test splits. A source that ships only a test set
+(such as the MNIST test files alone) is split deterministically 80/20 into train/test.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from secsuite.errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+
+
+@dataclass
+class Dataset:
+    x: torch.Tensor  # (N, C, H, W) float32 in [0,1]
+    y: torch.Tensor  # (N,) int64
+    num_classes: int
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.x.shape[0] != self.y.shape[0]:
+            raise DataError(f"{self.name}: {self.x.shape[0]} images but {self.y.shape[0]} labels")
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, limit: int | None) -> "Dataset":
+        if limit is None or limit >= len(self):
+            return self
+        return Dataset(self.x[:limit], self.y[:limit], self.num_classes, self.name)
+
+    def shard(self, rank: int, world_size: int) -> "Dataset":
+        return Dataset(self.x[rank::world_size], self.y[rank::world_size], self.num_classes, self.name)
+
+
+@dataclass
+class DataSplits:
+    train: Dataset
+    test: Dataset
+
+
+def split(data: Dataset, test_fraction: float = 0.2, seed: int = 0) -> DataSplits:
+    """Deterministic shuffled split (the same seed always gives the same split)."""
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    n_test = int(round(len(data) * test_fraction))
+    test_idx, train_idx = order[:n_test], order[n_test:]
+    make = lambda idx, tag: Dataset(data.x[idx], data.y[idx], data.num_classes, f"{data.name}/{tag}")  # noqa: E731
+    return DataSplits(make(train_idx, "train"), make(test_idx, "test"))
+
+
+def load_digits_dataset() -> DataSplits:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(digits.target, dtype=torch.long)
+    return split(Dataset(x, y, 10, "digits"))
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path}: not an idx file of unsigned bytes")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims))
+    if len(raw) - offset != expected:
+        raise DataError(f"{path}: idx header says {expected} values, file holds {len(raw) - offset}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def _find(directory: Path, stem: str) -> Path | None:
+    for candidate in (directory / stem, directory / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_mnist(directory: Path) -> DataSplits:
+    def pair(images: str, labels: str, tag: str) -> Dataset | None:
+        image_path, label_path = _find(directory, images), _find(directory, labels)
+        if image_path is None or label_path is None:
+            return None
+        x = torch.from_numpy(_read_idx(image_path).copy()).float().unsqueeze(1) / 255.0
+        y = torch.from_numpy(_read_idx(label_path).copy()).long()
+        return Dataset(x, y, 10, f"mnist/{tag}")
+
+    train = pair("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "train")
+    test = pair("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "test")
+    if train is not None and test is not None:
+        return DataSplits(train, test)
+    if train is None and test is None:
+        raise DataError(f"{directory}: no MNIST idx files (t10k-images-idx3-ubyte[.gz] / t10k-labels-idx1-ubyte[.gz])")
+    only = train if train is not None else test
+    return split(Dataset(only.x, only.y, 10, "mnist"))
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """CIFAR-10 batches are pickles of dicts of arrays; refuse anything that could run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise DataError(f"refusing to unpickle {module}.{name} from a CIFAR-10 batch")
+        return super().find_class(module, name)
+
+
+def load_cifar10(directory: Path) -> DataSplits:
+    def batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        with open(path, "rb") as handle:
+            entry = _ArrayOnlyUnpickler(handle, encoding="bytes").load()
+        data = entry.get(b"data", entry.get("data"))
+        labels = entry.get(b"labels", entry.get("labels"))
+        if data is None or labels is None:
+            raise DataError(f"{path}: not a CIFAR-10 python batch (no data/labels)")
+        return np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+
+    def to_dataset(paths: list[Path], tag: str) -> Dataset:
+        parts = [batch(path) for path in paths]
+        x = torch.from_numpy(np.concatenate([p[0] for p in parts])).float() / 255.0
+        y = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+        return Dataset(x, y, 10, f"cifar10/{tag}")
+
+    train_paths = sorted(directory.glob("data_batch_*"))
+    test_path = directory / "test_batch"
+    if not test_path.is_file():
+        raise DataError(f"{directory}: no CIFAR-10 test_batch file")
+    test = to_dataset([test_path], "test")
+    if not train_paths:
+        return split(Dataset(test.x, test.y, 10, "cifar10"))
+    return DataSplits(to_dataset(train_paths, "train"), test)
+
+
+def _load_image_tree(root: Path, classes: list[str], tag: str) -> Dataset:
+    from PIL import Image
+
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        for path in sorted((root / name).rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                with Image.open(path) as image:
+                    images.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+                labels.append(label)
+    if not images:
+        raise DataError(f"{root}: no images found")
+    shapes = {image.shape for image in images}
+    if len(shapes) > 1:
+        raise DataError(f"{root}: images have different sizes {sorted(shapes)[:3]}; resize them first")
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+    return Dataset(x, torch.tensor(labels), len(classes), f"imagefolder/{tag}")
+
+
+def load_imagefolder(directory: Path) -> DataSplits:
+    """DIR/train/<class>/... and DIR/val|test/<class>/... (or DIR/<class>/... split 80/20)."""
+    train_root = directory / "train"
+    test_root = next((directory / d for d in ("val", "test") if (directory / d).is_dir()), None)
+    if train_root.is_dir():
+        classes = sorted(p.name for p in train_root.iterdir() if p.is_dir())
+        train = _load_image_tree(train_root, classes, "train")
+        if test_root is None:
+            return split(Dataset(train.x, train.y, train.num_classes, "imagefolder"))
+        return DataSplits(train, _load_image_tree(test_root, classes, "test"))
+    classes = sorted(p.name for p in directory.iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"{directory}: no class folders")
+    whole = _load_image_tree(directory, classes, "all")
+    return split(Dataset(whole.x, whole.y, whole.num_classes, "imagefolder"))
+
+
+def load_synthetic(n: int = 1000, num_classes: int = 10, shape: tuple[int, int, int] = (1, 8, 8), seed: int = 0) -> DataSplits:
+    """Class-conditional Gaussian blobs clipped to [0,1]: learnable, for smoke tests only."""
+    generator = torch.Generator().manual_seed(seed)
+    centers = torch.rand((num_classes, *shape), generator=generator)
+    y = torch.arange(n) % num_classes
+    x = (centers[y] + 0.15 * torch.randn((n, *shape), generator=generator)).clamp(0, 1)
+    return split(Dataset(x, y, num_classes, "synthetic"), seed=seed)
+
+
+def load_dataset(source: str) -> DataSplits:
+    """Load `digits`, `synthetic`, `mnist:DIR`, `cifar10:DIR` or `imagefolder:DIR`."""
+    if source == "digits":
+        return load_digits_dataset()
+    if source == "synthetic":
+        return load_synthetic()
+    kind, _, location = source.partition(":")
+    loaders = {"mnist": load_mnist, "cifar10": load_cifar10, "imagefolder": load_imagefolder}
+    if kind not in loaders or not location:
+        raise DataError(f"unknown data source {source!r}; use digits, synthetic, mnist:DIR, cifar10:DIR or imagefolder:DIR")
+    directory = Path(location).expanduser()
+    if not directory.is_dir():
+        raise DataError(f"data directory not found: {directory}")
+    return loaders[kind](directory)
+
+
+DATASETS = {
+    "digits": "scikit-learn's 1,797 8x8 digits (embedded, 80/20 split)",
+    "synthetic": "class-conditional Gaussian blobs, 1x8x8 (smoke tests)",
+    "mnist:DIR": "MNIST idx files (.gz or raw); test-only folders are split 80/20",
+    "cifar10:DIR": "CIFAR-10 python batches (data_batch_*, test_batch)",
+    "imagefolder:DIR": "DIR/train/<class>/*.png|jpg and DIR/val|test/<class>/...",
+}

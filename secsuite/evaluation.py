@@ -1,0 +1,167 @@
+"""Evaluation of a classifier under a threat model: clean accuracy, attacks over the eps grid, worst case, validity checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+from secsuite.data import Dataset
+from secsuite.model import Classifier
+from secsuite.progress import progress_bar
+from secsuite.report import AttackEntry, CleanSection, EpsResult, ReportWarning, WorstCaseEntry
+from secsuite.threat import EvaluateSpec, ThreatModel
+
+ZERO_GRADIENT_NORM = 1e-10
+
+
+@dataclass
+class AttackEvaluation:
+    """Per-attack entries plus the per-example robust flags that the worst case is built from."""
+
+    entries: list[AttackEntry]
+    worst_case: list[WorstCaseEntry]
+    robust: dict[str, dict[float, torch.Tensor]] = field(default_factory=dict)
+
+
+def clean_section(classifier: Classifier, data: Dataset, batch_size: int = 256) -> CleanSection:
+    correct, zero_grad, probability_like = 0, 0, True
+    for start in range(0, len(data), batch_size):
+        x = data.x[start : start + batch_size].to(classifier.device).requires_grad_(True)
+        y = data.y[start : start + batch_size].to(classifier.device)
+        logits = classifier(x)
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)
+        correct += (logits.argmax(1) == y).sum().item()
+        zero_grad += (grad.flatten(1).norm(dim=1) < ZERO_GRADIENT_NORM).sum().item()
+        logits = logits.detach()
+        probability_like &= bool((logits >= 0).all() and (logits <= 1).all() and torch.allclose(logits.sum(1), torch.ones(len(x), device=x.device), atol=1e-3))
+    classifier.reset_counters()
+    n = max(len(data), 1)
+    return CleanSection(clean_acc=correct / n, n_examples=len(data), zero_gradient_fraction=zero_grad / n, outputs_look_like_probabilities=probability_like)
+
+
+def attack_label(spec: EvaluateSpec) -> str:
+    return f"art:{spec.name}" if spec.kind == "art" else spec.name
+
+
+def evaluate_attacks(classifier: Classifier, data: Dataset, threat: ThreatModel, specs: list[EvaluateSpec], batch_size: int = 256) -> AttackEvaluation:
+    """Run every attack spec at every eps of the threat model; worst case = pointwise minimum over attacks."""
+    from attacks import make_attack
+
+    classifier.eval()
+    clean_correct = classifier.predict(data.x, batch_size).cpu() == data.y
+    n_correct = max(int(clean_correct.sum()), 1)
+    attack_specs = [s for s in specs if s.kind in ("attack", "art")]
+    prototypes = [make_attack(attack_label(s), threat.eps[-1], threat.norm, threat.targeted, threat.seed, **s.params()) for s in attack_specs]
+    n_batches = -(-len(data) // batch_size)
+    total = sum(n_batches * (1 if p.minimum_norm else sum(1 for e in threat.eps if e > 0)) for p in prototypes)
+    entries, robust_flags = [], {}
+    with progress_bar("attacks", total) as advance:
+        for spec, prototype in zip(attack_specs, prototypes):
+            label = attack_label(spec)
+            flags: dict[float, torch.Tensor] = {}
+            results: list[EpsResult] = []
+            if prototype.minimum_norm:
+                outcome = _run_batches(prototype, classifier, data, batch_size, advance)
+                norms = outcome["norms"][threat.norm]
+                for eps in threat.eps:
+                    broken = outcome["success"] & (norms <= eps + 1e-6) & clean_correct
+                    flags[eps] = clean_correct & ~broken
+                    results.append(_eps_result(eps, flags[eps], broken, norms, n_correct, outcome if eps == threat.eps[-1] else None))
+                unbounded = float((outcome["success"] & clean_correct).sum()) / n_correct
+            else:
+                unbounded = None
+                for eps in threat.eps:
+                    if eps == 0:
+                        flags[eps] = clean_correct.clone()
+                        results.append(EpsResult(eps=0.0, robust_acc=float(clean_correct.float().mean()), success_rate=0.0))
+                        continue
+                    attack = make_attack(label, eps, threat.norm, threat.targeted, threat.seed, **spec.params())
+                    outcome = _run_batches(attack, classifier, data, batch_size, advance)
+                    flags[eps] = outcome["robust"] & clean_correct
+                    broken = clean_correct & ~outcome["robust"]
+                    results.append(_eps_result(eps, flags[eps], broken, outcome["norms"][threat.norm], n_correct, outcome))
+            robust_flags[label] = flags
+            entries.append(AttackEntry(name=label, norm=threat.norm, minimum_norm=prototype.minimum_norm, params=_jsonable(spec.params()),
+                                       unbounded_success_rate=unbounded, results=results))
+    return AttackEvaluation(entries, worst_case_from_flags(robust_flags, threat.eps, clean_correct), robust_flags)
+
+
+def _jsonable(params: dict) -> dict:
+    return {k: v if isinstance(v, (int, float, str, bool, type(None), list)) else str(v) for k, v in params.items()}
+
+
+def _run_batches(attack, classifier: Classifier, data: Dataset, batch_size: int, advance) -> dict:
+    robust, success, linf, l2 = [], [], [], []
+    n_forward = n_backward = 0
+    time_s = 0.0
+    for start in range(0, len(data), batch_size):
+        result = attack.attack(classifier, data.x[start : start + batch_size], data.y[start : start + batch_size])
+        robust.append(result.robust.cpu())
+        success.append(result.success.cpu())
+        linf.append(result.linf.cpu())
+        l2.append(result.l2.cpu())
+        n_forward += result.n_forward
+        n_backward += result.n_backward
+        time_s += result.time_s
+        advance()
+    return {"robust": torch.cat(robust), "success": torch.cat(success), "norms": {"linf": torch.cat(linf), "l2": torch.cat(l2)},
+            "n_forward": n_forward, "n_backward": n_backward, "time_s": time_s}
+
+
+def _eps_result(eps: float, robust: torch.Tensor, broken: torch.Tensor, norms: torch.Tensor, n_correct: int, outcome: dict | None) -> EpsResult:
+    median = float(norms[broken].median()) if broken.any() else None
+    return EpsResult(
+        eps=eps, robust_acc=float(robust.float().mean()), success_rate=float(broken.sum()) / n_correct, median_norm=median,
+        number_forward_passes=outcome["n_forward"] if outcome else 0, number_backward_passes=outcome["n_backward"] if outcome else 0,
+        time_s=outcome["time_s"] if outcome else 0.0,
+    )
+
+
+def worst_case_from_flags(flags: dict[str, dict[float, torch.Tensor]], eps_grid: list[float], clean_correct: torch.Tensor) -> list[WorstCaseEntry]:
+    """Pointwise minimum over attacks; `broken_by` credits each example to the first attack (in order) that broke it."""
+    if not flags:
+        return []
+    entries = []
+    for eps in eps_grid:
+        alive = clean_correct.clone()
+        broken_by = {}
+        for name, per_eps in flags.items():
+            newly = alive & ~per_eps[eps]
+            broken_by[name] = int(newly.sum())
+            alive &= per_eps[eps]
+        entries.append(WorstCaseEntry(eps=eps, robust_acc=float(alive.float().mean()), broken_by=broken_by))
+    return entries
+
+
+def validity_warnings(clean: CleanSection, attacks: list[AttackEntry], subject: str | None = None, n_examples: int | None = None) -> list[ReportWarning]:
+    """AutoAttack-style sanity checks on one model's results."""
+    warnings = []
+    tolerance = 1.0 / max(n_examples or clean.n_examples, 1) + 1e-9
+    if clean.zero_gradient_fraction > 0.1:
+        warnings.append(ReportWarning(code="zero_gradients", subject=subject, message=(
+            f"{100 * clean.zero_gradient_fraction:.0f}% of examples have a zero input gradient: gradient-based attacks "
+            "(FGSM, PGD) are masked and overestimate robustness; trust margin-based or minimum-norm attacks (CW) instead")))
+    if clean.outputs_look_like_probabilities:
+        warnings.append(ReportWarning(code="probability_outputs", subject=subject, message=(
+            "model outputs look like probabilities (in [0,1], rows sum to 1), not logits; remove the final softmax "
+            "or the cross-entropy gradients are wrong")))
+    for entry in attacks:
+        ordered = sorted(entry.results, key=lambda r: r.eps)
+        for before, after in zip(ordered, ordered[1:]):
+            if after.robust_acc > before.robust_acc + tolerance:
+                warnings.append(ReportWarning(code="not_monotone", subject=subject, message=(
+                    f"{entry.name}: robust accuracy rises from {100 * before.robust_acc:.1f}% at eps {before.eps:g} "
+                    f"to {100 * after.robust_acc:.1f}% at eps {after.eps:g}; the attack is not converging")))
+                break
+    by_name = {e.name: {r.eps: r.robust_acc for r in e.results} for e in attacks}
+    for stronger, weaker in (("pgd", "fgsm"),):
+        if stronger in by_name and weaker in by_name:
+            for eps, acc in by_name[stronger].items():
+                if eps in by_name[weaker] and acc > by_name[weaker][eps] + tolerance:
+                    warnings.append(ReportWarning(code="weaker_than_weaker_attack", subject=subject, message=(
+                        f"{stronger} leaves {100 * acc:.1f}% robust at eps {eps:g}, more than {weaker} "
+                        f"({100 * by_name[weaker][eps]:.1f}%): a sign of gradient masking or too few steps")))
+                    break
+    return warnings

@@ -1,0 +1,110 @@
+"""Classifier: the one view of a model that attacks, defenses and certifiers work on.
+
+Inputs are always images in [0,1] (N, C, H, W); normalisation lives inside. Device and dtype
+come from the wrapped module's parameters. Forward and backward passes are counted in images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from secsuite.errors import DataError
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """Wraps `net` as f(x in [0,1]) -> logits, with input checks and pass counters."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        name: str = "model",
+    ):
+        super().__init__()
+        channels = input_shape[0]
+        mean = list(mean) if mean is not None else [0.0] * channels
+        std = list(std) if std is not None else [1.0] * channels
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"mean/std need {channels} values (one per channel), got {len(mean)}/{len(std)}")
+        if any(s <= 0 for s in std):
+            raise ValueError(f"std must be positive, got {std}")
+        self.net = net
+        self.normalize = Normalize(mean, std)
+        self.num_classes = int(num_classes)
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.name = name
+        self.normalize.to(self.device)
+        self.reset_counters()
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in list(self.net.parameters()) + list(self.net.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for tensor in self.net.parameters():
+            return tensor.dtype
+        return torch.float32
+
+    def reset_counters(self) -> None:
+        self.n_forward = 0
+        self.n_backward = 0
+
+    def counters(self) -> tuple[int, int]:
+        return self.n_forward, self.n_backward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(self.normalize(x))
+        self.n_forward += x.shape[0]
+        if logits.requires_grad:
+            batch = x.shape[0]
+            logits.register_hook(lambda grad: self._count_backward(batch))
+        return logits
+
+    def _count_backward(self, batch: int) -> None:
+        self.n_backward += batch
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """Predicted labels, evaluated in eval mode and in batches."""
+        was_training = self.training
+        self.eval()
+        try:
+            return torch.cat([self(x[i : i + batch_size].to(self.device)).argmax(1) for i in range(0, len(x), batch_size)])
+        finally:
+            self.train(was_training)
+
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+        return (self.predict(x, batch_size) == y.to(self.device)).float().mean().item()
+
+    def check_inputs(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """Raise DataError naming the problem if (x, y) cannot be fed to this model."""
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise DataError(f"images have shape {tuple(x.shape)}, model {self.name} expects (N, {', '.join(map(str, self.input_shape))})")
+        if not torch.isfinite(x).all():
+            raise DataError("images contain NaN or infinite values")
+        if x.numel() and (x.min() < 0 or x.max() > 1):
+            raise DataError(f"images must be in [0, 1], got range [{x.min().item():.3g}, {x.max().item():.3g}]")
+        if y is not None:
+            if y.shape != (x.shape[0],):
+                raise DataError(f"labels have shape {tuple(y.shape)}, expected ({x.shape[0]},)")
+            if y.numel() and (y.min() < 0 or y.max() >= self.num_classes):
+                raise DataError(f"labels must be in [0, {self.num_classes}), got range [{y.min().item()}, {y.max().item()}]")

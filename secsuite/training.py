@@ -1,0 +1,62 @@
+"""Plain supervised training, shared by the default audit and by defenses that train models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.nn import functional as F
+
+from secsuite.data import Dataset
+from secsuite.model import Classifier
+from secsuite.progress import progress_bar
+
+LossFn = Callable[[Classifier, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy_loss(classifier: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(classifier(x), y)
+
+
+def train_classifier(
+    classifier: Classifier,
+    data: Dataset,
+    epochs: int = 30,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    loss_fn: LossFn = cross_entropy_loss,
+    weight_decay: float = 0.0,
+    description: str = "training",
+    on_epoch_end: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Adam training with a seeded shuffle; returns the mean loss of each epoch."""
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if lr <= 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    device = classifier.device
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
+    x_all, y_all = data.x.to(device), data.y.to(device)
+    losses: list[float] = []
+    classifier.train()
+    with progress_bar(description, total=epochs) as advance:
+        for epoch in range(epochs):
+            order = torch.randperm(len(data), generator=generator).to(device)
+            total, count = 0.0, 0
+            for start in range(0, len(data), batch_size):
+                index = order[start : start + batch_size]
+                loss = loss_fn(classifier, x_all[index], y_all[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(index)
+                count += len(index)
+            losses.append(total / max(count, 1))
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, losses[-1])
+            advance()
+    classifier.eval()
+    classifier.reset_counters()
+    return losses
