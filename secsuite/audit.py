@@ -173,6 +173,9 @@ def audit(config: AuditConfig | str | Path | None = None, out_dir: str | Path | 
             tick = time.perf_counter()
             section_name, section = run_evaluator(context, spec)
             setattr(report, section_name, section)
+            # A section may check itself (e.g. verified accuracy above empirical robust accuracy).
+            if hasattr(section, "validity_warnings"):
+                report.warnings.extend(section.validity_warnings())
             section_time[section_name] = time.perf_counter() - tick
     if config.defend:
         tick = time.perf_counter()
