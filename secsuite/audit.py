@@ -137,10 +137,25 @@ def run_evaluator(context: AuditContext, spec: EvaluateSpec):
     return section, getattr(module, function_name)(context, spec)
 
 
+def check_plan(config: AuditConfig) -> None:
+    """Build every attack and defense once so that a bad name or parameter fails before any training."""
+    from attacks import make_attack
+    from defenses import make_defense
+
+    threat = config.threat
+    for spec in config.evaluate:
+        if spec.kind in ("attack", "art"):
+            name = f"art:{spec.name}" if spec.kind == "art" else spec.name
+            make_attack(name, threat.eps[-1], threat.norm, threat.targeted, threat.seed, **spec.params())
+    for spec in config.defend:
+        make_defense(spec.name, **spec.params())
+
+
 def audit(config: AuditConfig | str | Path | None = None, out_dir: str | Path | None = None, write: bool = True) -> Report:
     """Run an audit (a config object, a TOML path, or None for the embedded default) and return its report."""
     if not isinstance(config, AuditConfig):
         config = load_config(config)
+    check_plan(config)
     started = time.perf_counter()
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     torch.manual_seed(config.threat.seed)

@@ -121,7 +121,7 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     """First problem of a pydantic error as `source: field.path: message`."""
     first = error.errors()[0]
     location = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"]
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown field"
     return f"{source}: {location}: {message}"

@@ -1,0 +1,5 @@
+import sys
+
+from secsuite.cli import main
+
+sys.exit(main())
