@@ -35,8 +35,10 @@ def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
     return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
 
 
-def l2_normalize(g: torch.Tensor, tol: float = 1e-12) -> torch.Tensor:
-    return g / (g.flatten(1).norm(dim=1).view(-1, *[1] * (g.dim() - 1)) + tol)
+def l2_normalize(g: torch.Tensor) -> torch.Tensor:
+    """Per-example unit L2 direction; a zero gradient stays zero (as in ART), never NaN."""
+    norm = g.flatten(1).norm(dim=1).view(-1, *[1] * (g.dim() - 1))
+    return g / torch.where(norm > 0, norm, torch.full_like(norm, float("inf")))
 
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:

@@ -13,6 +13,5 @@ class FGSM(Attack):
 
     def _perturb(self, classifier: Classifier, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         grad = self.loss_gradient(classifier, x, target if self.targeted else y)
-        # ART divides by (norm + 1e-7); the same tolerance keeps the two bit-comparable.
-        step = grad.sign() if self.norm == "linf" else l2_normalize(grad, tol=1e-7)
+        step = grad.sign() if self.norm == "linf" else l2_normalize(grad)
         return (x + self.eps * step).clamp(0, 1)

@@ -1,0 +1,45 @@
+"""Property tests: every attack stays in its eps ball and in [0,1], and is deterministic under a seed."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attacks.evasion import FGSM, PGD, CarliniWagnerL2
+
+attack_specs = st.one_of(
+    st.builds(lambda eps, norm: FGSM(eps=eps, norm=norm), st.floats(0.0, 0.5), st.sampled_from(["linf", "l2"])),
+    st.builds(lambda eps, norm, steps, seed: PGD(eps=eps, norm=norm, steps=steps, seed=seed),
+              st.floats(0.0, 0.5), st.sampled_from(["linf", "l2"]), st.integers(1, 4), st.integers(0, 1000)),
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(attack=attack_specs, start=st.integers(0, 300))
+def test_output_in_ball_and_box(digits_model, digits, attack, start):
+    x, y = digits.test.x[start : start + 16], digits.test.y[start : start + 16]
+    result = attack.attack(digits_model, x, y)
+    assert result.x_adv.min() >= 0 and result.x_adv.max() <= 1
+    norms = (result.x_adv - x).flatten(1)
+    size = norms.abs().amax(1) if attack.norm == "linf" else norms.norm(dim=1)
+    assert (size <= attack.eps + 1e-5).all()
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), norm=st.sampled_from(["linf", "l2"]))
+def test_same_seed_same_output(digits_model, digits, seed, norm):
+    x, y = digits.test.x[:16], digits.test.y[:16]
+    first = PGD(eps=0.2, norm=norm, steps=3, seed=seed).attack(digits_model, x, y).x_adv
+    second = PGD(eps=0.2, norm=norm, steps=3, seed=seed).attack(digits_model, x, y).x_adv
+    assert torch.equal(first, second)
+
+
+@settings(max_examples=4, deadline=None)
+@given(start=st.integers(0, 300))
+def test_cw_output_in_box_and_deterministic(digits_model, digits, start):
+    x, y = digits.test.x[start : start + 8], digits.test.y[start : start + 8]
+    first = CarliniWagnerL2(binary_search_steps=2, max_iterations=20).attack(digits_model, x, y)
+    second = CarliniWagnerL2(binary_search_steps=2, max_iterations=20).attack(digits_model, x, y)
+    assert first.x_adv.min() >= 0 and first.x_adv.max() <= 1
+    assert torch.equal(first.x_adv, second.x_adv)
