@@ -17,13 +17,16 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+from pydantic import TypeAdapter
 
 from secsuite.data import DataSplits, Dataset, load_dataset
+from secsuite.distributed import World
 from secsuite.errors import ConfigError
 from secsuite.evaluation import AttackEvaluation, clean_section, evaluate_attacks, validity_warnings
 from secsuite.model import Classifier
 from secsuite.progress import log
 from secsuite.report import CleanSection, DataInfo, DefenseEntry, EpsDelta, Meta, ModelInfo, Report, ReportWarning, write_atomic, write_report
+from secsuite.resume import RunState
 from secsuite.sources import load_classifier
 from secsuite.threat import AuditConfig, EvaluateSpec, load_config
 from secsuite.training import train_classifier
@@ -81,7 +84,14 @@ def git_revision() -> str | None:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
 
 
-def prepare_model(config: AuditConfig, data: DataSplits, device: str | None = None) -> tuple[Classifier, ModelInfo]:
+def prepare_model(config: AuditConfig, data: DataSplits, device: str | None = None,
+                  state: RunState | None = None, world: World | None = None) -> tuple[Classifier, ModelInfo]:
+    """Load the configured model, or train the zoo model (seeded) when no weights are given.
+
+    A model trained here is checkpointed in `state` and reused on resume; with a distributed
+    `world` only rank 0 trains and every rank receives its weights.
+    """
+    world = world or World()
     spec = config.model
     input_shape = spec.input_shape or data.train.input_shape
     classifier = load_classifier(spec.source, spec.num_classes, input_shape, spec.weights, spec.mean, spec.std,
@@ -91,7 +101,17 @@ def prepare_model(config: AuditConfig, data: DataSplits, device: str | None = No
     if trained_here:
         torch.manual_seed(config.threat.seed)
         classifier = load_classifier(spec.source, spec.num_classes, input_shape, None, spec.mean, spec.std, device=classifier.device)
-        train_classifier(classifier, data.train, epochs=spec.train_epochs, lr=spec.train_lr, seed=config.threat.seed, description="training model")
+        if world.is_main:
+            trained = state.load_model() if state is not None else None
+            if trained is not None:
+                log("reusing the trained model from the resume state")
+                classifier.net.load_state_dict(trained)
+            else:
+                train_classifier(classifier, data.train, epochs=spec.train_epochs, lr=spec.train_lr, seed=config.threat.seed, description="training model")
+                if state is not None:
+                    state.save_model(classifier.net.state_dict())
+        world.share_weights(classifier.net)
+        classifier.eval()
     info = ModelInfo(source=spec.source, num_classes=spec.num_classes, input_shape=list(input_shape),
                      parameters=sum(p.numel() for p in classifier.parameters()), weights=spec.weights,
                      trained_here=trained_here, train_epochs=spec.train_epochs if trained_here else 0)
@@ -127,14 +147,30 @@ def run_defense(context: AuditContext, spec) -> tuple[DefenseEntry, list[ReportW
     return entry, validity_warnings(clean, attacks.entries, subject=spec.name)
 
 
+DEFENSE_STEP = TypeAdapter(tuple[DefenseEntry, list[ReportWarning]])
+
+
+def _restored_or_run(state: RunState | None, key: str, adapter: TypeAdapter, run, seed: int):
+    """A finished step from the resume state, or the step run now (from the seed, so that restoring
+    earlier steps does not shift the global RNG) and checkpointed."""
+    saved = state.load_step(key) if state is not None else None
+    if saved is not None:
+        return adapter.validate_python(saved)
+    torch.manual_seed(seed)
+    done = run()
+    if state is not None:
+        state.save_step(key, adapter.dump_python(done, mode="json"))
+    return done
+
+
 def run_evaluator(context: AuditContext, spec: EvaluateSpec):
-    target, section = EVALUATORS[spec.kind]
+    target, _ = EVALUATORS[spec.kind]
     module_name, _, function_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError:
         raise ConfigError(f"evaluate kind {spec.kind!r} is not implemented yet (planned; see the README status table)") from None
-    return section, getattr(module, function_name)(context, spec)
+    return getattr(module, function_name)(context, spec)
 
 
 def check_plan(config: AuditConfig) -> None:
@@ -151,27 +187,42 @@ def check_plan(config: AuditConfig) -> None:
         make_defense(spec.name, **spec.params())
 
 
-def audit(config: AuditConfig | str | Path | None = None, out_dir: str | Path | None = None, write: bool = True) -> Report:
-    """Run an audit (a config object, a TOML path, or None for the embedded default) and return its report."""
+def audit(config: AuditConfig | str | Path | None = None, out_dir: str | Path | None = None, write: bool = True,
+          resume: bool = False) -> Report | None:
+    """Run an audit (a config object, a TOML path, or None for the embedded default) and return its report.
+
+    Progress is checkpointed under OUT/.state/<config hash>/; `resume=True` reuses what an
+    interrupted run finished. Under torchrun (WORLD_SIZE > 1) the attack evaluation is sharded
+    across ranks; rank 0 runs the rest, writes and returns the report, other ranks return None.
+    """
     if not isinstance(config, AuditConfig):
         config = load_config(config)
     check_plan(config)
     started = time.perf_counter()
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    torch.manual_seed(config.threat.seed)
     out_dir = Path(out_dir or config.output.dir)
+    world = World.from_env()
+    # A run that writes nothing (write=False) checkpoints nothing either.
+    state = RunState(out_dir, config.config_hash(), reuse=resume) if world.is_main and (write or resume) else None
     section_time: dict[str, float] = {}
 
     tick = time.perf_counter()
+    torch.manual_seed(config.threat.seed)
     data = load_dataset(config.data.source)
     eval_data = data.test.subset(config.data.limit)
-    classifier, model_info = prepare_model(config, data)
+    classifier, model_info = prepare_model(config, data, state=state, world=world)
     classifier.check_inputs(eval_data.x, eval_data.y)
     section_time["model"] = time.perf_counter() - tick
     context = AuditContext(config, classifier, data, eval_data, out_dir, section_time_s=section_time)
 
     tick = time.perf_counter()
-    clean, attacks = context.evaluate(classifier)
+    # Each stage starts from the seed, so a stage restored from the state leaves the global RNG where computing it would.
+    torch.manual_seed(config.threat.seed)
+    clean = clean_section(classifier, eval_data, config.data.batch_size)
+    attacks = evaluate_attacks(classifier, eval_data, config.threat, config.evaluate, config.data.batch_size, state=state, world=world)
+    world.close()
+    if not world.is_main:
+        return None
     context.clean, context.attack_evaluation = clean, attacks
     section_time["attacks"] = time.perf_counter() - tick
     log(f"clean accuracy {100 * clean.clean_acc:.1f}%")
@@ -183,10 +234,12 @@ def audit(config: AuditConfig | str | Path | None = None, out_dir: str | Path | 
         threat=config.threat, clean=clean, attacks=attacks.entries, worst_case=attacks.worst_case,
         warnings=validity_warnings(clean, attacks.entries, subject="model"),
     )
-    for spec in config.evaluate:
+    for index, spec in enumerate(config.evaluate):
         if spec.kind in EVALUATORS:
             tick = time.perf_counter()
-            section_name, section = run_evaluator(context, spec)
+            section_name = EVALUATORS[spec.kind][1]
+            section = _restored_or_run(state, f"section-{index}-{spec.kind}", TypeAdapter(Report.model_fields[section_name].annotation),
+                                       lambda: run_evaluator(context, spec), config.threat.seed)
             setattr(report, section_name, section)
             # A section may check itself (e.g. verified accuracy above empirical robust accuracy).
             if hasattr(section, "validity_warnings"):
@@ -195,8 +248,9 @@ def audit(config: AuditConfig | str | Path | None = None, out_dir: str | Path | 
     if config.defend:
         tick = time.perf_counter()
         report.defenses = []
-        for spec in config.defend:
-            entry, warnings = run_defense(context, spec)
+        for index, spec in enumerate(config.defend):
+            entry, warnings = _restored_or_run(state, f"defense-{index}-{spec.name}", DEFENSE_STEP, lambda: run_defense(context, spec),
+                                               config.threat.seed)
             report.warnings.extend(warnings)
             report.defenses.append(entry)
         section_time["defenses"] = time.perf_counter() - tick

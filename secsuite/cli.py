@@ -22,7 +22,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from secsuite.audit import audit
     from secsuite.report import SUFFIXES
 
-    report = audit(args.config, out_dir=args.out)
+    report = audit(args.config, out_dir=args.out, resume=args.resume)
+    if report is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     out = Path(args.out or report_dir(args.config))
     print(f"clean accuracy {100 * report.clean.clean_acc:.1f}%; worst-case robust accuracy: "
           + ", ".join(f"eps {w.eps:g}: {100 * w.robust_acc:.1f}%" for w in report.worst_case))
@@ -99,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="run an audit and write report.json/.md/.html")
     audit.add_argument("config", nargs="?", help="TOML audit config (omit for the embedded default)")
     audit.add_argument("--out", help="output folder (default: [output] dir, secsuite-report)")
+    audit.add_argument("--resume", action="store_true",
+                       help="reuse the model and evaluations an interrupted run of the same config checkpointed in OUT/.state")
     audit.set_defaults(func=cmd_audit)
     validate = sub.add_parser("validate", help="check a config without running it")
     validate.add_argument("config")

@@ -8,9 +8,11 @@ import torch
 from torch.nn import functional as F
 
 from secsuite.data import Dataset
+from secsuite.distributed import World
 from secsuite.model import Classifier
 from secsuite.progress import progress_bar
 from secsuite.report import AttackEntry, CleanSection, EpsResult, ReportWarning, WorstCaseEntry
+from secsuite.resume import RunState
 from secsuite.threat import EvaluateSpec, ThreatModel
 
 ZERO_GRADIENT_NORM = 1e-10
@@ -45,10 +47,16 @@ def attack_label(spec: EvaluateSpec) -> str:
     return f"art:{spec.name}" if spec.kind == "art" else spec.name
 
 
-def evaluate_attacks(classifier: Classifier, data: Dataset, threat: ThreatModel, specs: list[EvaluateSpec], batch_size: int = 256) -> AttackEvaluation:
-    """Run every attack spec at every eps of the threat model; worst case = pointwise minimum over attacks."""
+def evaluate_attacks(classifier: Classifier, data: Dataset, threat: ThreatModel, specs: list[EvaluateSpec], batch_size: int = 256,
+                     state: RunState | None = None, world: World | None = None) -> AttackEvaluation:
+    """Run every attack spec at every eps of the threat model; worst case = pointwise minimum over attacks.
+
+    With `state`, each finished (attack, eps) outcome is checkpointed and, when resuming, reused.
+    With a distributed `world`, each rank attacks its share of the batches and every rank gets the merged outcome.
+    """
     from attacks import make_attack
 
+    world = world or World()
     classifier.eval()
     clean_correct = classifier.predict(data.x, batch_size).cpu() == data.y
     n_correct = max(int(clean_correct.sum()), 1)
@@ -58,12 +66,13 @@ def evaluate_attacks(classifier: Classifier, data: Dataset, threat: ThreatModel,
     total = sum(n_batches * (1 if p.minimum_norm else sum(1 for e in threat.eps if e > 0)) for p in prototypes)
     entries, robust_flags = [], {}
     with progress_bar("attacks", total) as advance:
-        for spec, prototype in zip(attack_specs, prototypes):
+        for index, (spec, prototype) in enumerate(zip(attack_specs, prototypes)):
             label = attack_label(spec)
+            checkpoint = f"{index}-{label}"
             flags: dict[float, torch.Tensor] = {}
             results: list[EpsResult] = []
             if prototype.minimum_norm:
-                outcome = _run_batches(prototype, classifier, data, batch_size, advance)
+                outcome = _outcome(prototype, f"{checkpoint}-minimum-norm", classifier, data, batch_size, advance, state, world)
                 norms = outcome["norms"][threat.norm]
                 for eps in threat.eps:
                     broken = outcome["success"] & (norms <= eps + 1e-6) & clean_correct
@@ -78,7 +87,7 @@ def evaluate_attacks(classifier: Classifier, data: Dataset, threat: ThreatModel,
                         results.append(EpsResult(eps=0.0, robust_acc=float(clean_correct.float().mean()), success_rate=0.0))
                         continue
                     attack = make_attack(label, eps, threat.norm, threat.targeted, threat.seed, **spec.params())
-                    outcome = _run_batches(attack, classifier, data, batch_size, advance)
+                    outcome = _outcome(attack, f"{checkpoint}-eps{eps!r}", classifier, data, batch_size, advance, state, world)
                     flags[eps] = outcome["robust"] & clean_correct
                     broken = clean_correct & ~outcome["robust"]
                     results.append(_eps_result(eps, flags[eps], broken, outcome["norms"][threat.norm], n_correct, outcome))
@@ -92,22 +101,30 @@ def _jsonable(params: dict) -> dict:
     return {k: v if isinstance(v, (int, float, str, bool, type(None), list)) else str(v) for k, v in params.items()}
 
 
-def _run_batches(attack, classifier: Classifier, data: Dataset, batch_size: int, advance) -> dict:
-    robust, success, linf, l2 = [], [], [], []
-    n_forward = n_backward = 0
-    time_s = 0.0
-    for start in range(0, len(data), batch_size):
+def _outcome(attack, key: str, classifier: Classifier, data: Dataset, batch_size: int, advance, state: RunState | None, world: World) -> dict:
+    """One attack at one eps over the data: rank 0's checkpoint when resuming, otherwise computed (sharded) and checkpointed."""
+    outcome = world.broadcast(state.load_evaluation(key) if state is not None and world.is_main else None)
+    if outcome is not None:
+        advance(-(-len(data) // batch_size))
+        return outcome
+    outcome = _run_batches(attack, classifier, data, batch_size, advance, world)
+    if state is not None and world.is_main:
+        state.save_evaluation(key, outcome)
+    return outcome
+
+
+def _run_batches(attack, classifier: Classifier, data: Dataset, batch_size: int, advance, world: World) -> dict:
+    starts = list(range(0, len(data), batch_size))
+    parts = {}
+    for start in world.mine(starts):
         result = attack.attack(classifier, data.x[start : start + batch_size], data.y[start : start + batch_size])
-        robust.append(result.robust.cpu())
-        success.append(result.success.cpu())
-        linf.append(result.linf.cpu())
-        l2.append(result.l2.cpu())
-        n_forward += result.n_forward
-        n_backward += result.n_backward
-        time_s += result.time_s
+        parts[start] = (result.robust.cpu(), result.success.cpu(), result.linf.cpu(), result.l2.cpu(), result.n_forward, result.n_backward, result.time_s)
         advance()
+    parts = world.gather(parts)
+    advance(len(starts) - len(world.mine(starts)))
+    robust, success, linf, l2, n_forward, n_backward, time_s = zip(*(parts[start] for start in starts))
     return {"robust": torch.cat(robust), "success": torch.cat(success), "norms": {"linf": torch.cat(linf), "l2": torch.cat(l2)},
-            "n_forward": n_forward, "n_backward": n_backward, "time_s": time_s}
+            "n_forward": sum(n_forward), "n_backward": sum(n_backward), "time_s": sum(time_s)}
 
 
 def _eps_result(eps: float, robust: torch.Tensor, broken: torch.Tensor, norms: torch.Tensor, n_correct: int, outcome: dict | None) -> EpsResult:
