@@ -1,0 +1,6 @@
+"""Unlearnable datasets: CUDA class-wise convolutional protection and its evaluation protocol."""
+
+from attacks.unlearnable.cuda import CUDA, write_dataset
+from attacks.unlearnable.evaluate import TrainingRecipe, train_and_test
+
+__all__ = ["CUDA", "TrainingRecipe", "train_and_test", "write_dataset"]
