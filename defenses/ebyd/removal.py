@@ -1,0 +1,140 @@
+"""Removal: learn per-channel BatchNorm masks on the unlearned model, then prune the original model.
+
+After unlearning, the model still fires its backdoor channels (that is what the clean inputs
+collapse through). Learning masks in [0,1] that restore clean accuracy on the unlearned model
+switches those channels off first (Reconstructive Neuron Pruning; EBYD uses it as its removal
+step). The original model's channels whose mask fell below a threshold are then pruned; the
+threshold is swept and chosen on the defender's clean data (and a recovered trigger, when given).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from defenses.ebyd.unlearning import set_batchnorm_eval
+from secsuite.data import Dataset
+from secsuite.model import Classifier
+from secsuite.progress import progress_bar
+
+
+def batchnorm_layers(module: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+    return [(name, layer) for name, layer in module.named_modules() if isinstance(layer, nn.modules.batchnorm._BatchNorm)]
+
+
+class _ChannelMask:
+    """Multiplies a BatchNorm layer's output channels by a mask through a forward hook."""
+
+    def __init__(self, layer: nn.modules.batchnorm._BatchNorm, values: torch.Tensor):
+        self.values = values
+        self.handle = layer.register_forward_hook(lambda _module, _inputs, output: output * self.values.view(1, -1, 1, 1))
+
+
+@dataclass
+class PruneStep:
+    threshold: float
+    pruned: int  # channels set to zero
+    clean_acc: float  # on the defender's clean set
+    trigger_asr: float | None  # the recovered trigger's success on the pruned model (None without one)
+
+
+@dataclass
+class RemovalResult:
+    classifier: Classifier  # the pruned original model at the chosen threshold
+    masks: dict[str, list[float]]
+    sweep: list[PruneStep] = field(default_factory=list)
+    chosen: PruneStep | None = None
+
+
+class MaskPruning:
+    def __init__(self, lr: float = 0.2, epochs: int = 20, batch_size: int = 64, thresholds: list[float] | None = None,
+                 max_acc_drop: float = 0.05, max_trigger_asr: float = 0.1, seed: int = 0):
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        thresholds = [round(0.05 * i, 2) for i in range(19)] if thresholds is None else thresholds
+        if not thresholds or any(not 0 <= t < 1 for t in thresholds):
+            raise ValueError(f"thresholds must be a non-empty list in [0, 1), got {thresholds}")
+        if not 0 <= max_acc_drop <= 1:
+            raise ValueError(f"max_acc_drop must be in [0, 1], got {max_acc_drop}")
+        if not 0 <= max_trigger_asr <= 1:
+            raise ValueError(f"max_trigger_asr must be in [0, 1], got {max_trigger_asr}")
+        self.lr, self.epochs, self.batch_size, self.thresholds = lr, epochs, batch_size, sorted(thresholds)
+        self.max_acc_drop, self.max_trigger_asr, self.seed = max_acc_drop, max_trigger_asr, seed
+
+    def learn_masks(self, unlearned: Classifier, clean: Dataset) -> dict[str, torch.Tensor]:
+        """SGD on CE over the clean set with only the masks trainable, BatchNorm statistics frozen."""
+        model = copy.deepcopy(unlearned)
+        layers = batchnorm_layers(model.net)
+        if not layers:
+            raise ValueError("model: mask pruning needs BatchNorm layers and this model has none")
+        masks = {name: torch.ones(layer.num_features, device=model.device, requires_grad=True) for name, layer in layers}
+        hooks = [_ChannelMask(layer, masks[name]) for name, layer in layers]
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        optimizer = torch.optim.SGD(list(masks.values()), lr=self.lr, momentum=0.9)
+        generator = torch.Generator().manual_seed(self.seed)
+        x_all, y_all = clean.x.to(model.device), clean.y.to(model.device)
+        model.eval()
+        set_batchnorm_eval(model)
+        with progress_bar("learning BatchNorm channel masks", total=self.epochs) as advance:
+            for _ in range(self.epochs):
+                order = torch.randperm(len(clean), generator=generator).to(model.device)
+                for start in range(0, len(clean), self.batch_size):
+                    index = order[start : start + self.batch_size]
+                    loss = F.cross_entropy(model(x_all[index]), y_all[index])
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    with torch.no_grad():
+                        for values in masks.values():
+                            values.clamp_(0, 1)
+                advance()
+        for hook in hooks:
+            hook.handle.remove()
+        return {name: values.detach() for name, values in masks.items()}
+
+    @staticmethod
+    def prune(classifier: Classifier, masks: dict[str, torch.Tensor], threshold: float) -> tuple[Classifier, int]:
+        """A copy of `classifier` whose BatchNorm channels with mask <= threshold output zero."""
+        pruned = copy.deepcopy(classifier)
+        count = 0
+        with torch.no_grad():
+            for name, layer in batchnorm_layers(pruned.net):
+                off = masks[name].to(layer.weight.device) <= threshold
+                layer.weight[off] = 0.0
+                layer.bias[off] = 0.0
+                count += int(off.sum())
+        return pruned, count
+
+    def run(self, original: Classifier, unlearned: Classifier, clean: Dataset,
+            trigger: Callable[[torch.Tensor], torch.Tensor] | None = None, target: int | None = None) -> RemovalResult:
+        """Sweep the thresholds; keep the least pruning whose recovered-trigger ASR is low, within the accuracy budget.
+
+        Without a trigger, the most pruning within `max_acc_drop` of the original clean accuracy is kept.
+        """
+        masks = self.learn_masks(unlearned, clean)
+        base_acc = original.accuracy(clean.x, clean.y)
+        probe = clean.x[clean.y != target] if target is not None else clean.x
+        sweep, models = [], []
+        for threshold in self.thresholds:
+            model, count = self.prune(original, masks, threshold)
+            asr = None
+            if trigger is not None and target is not None:
+                asr = (model.predict(trigger(probe)) == target).float().mean().item()
+            sweep.append(PruneStep(threshold, count, model.accuracy(clean.x, clean.y), asr))
+            models.append(model)
+        allowed = [i for i, step in enumerate(sweep) if step.clean_acc >= base_acc - self.max_acc_drop]
+        if trigger is not None and target is not None:
+            removed = [i for i in allowed if sweep[i].trigger_asr <= self.max_trigger_asr]
+            pool = removed or allowed or list(range(len(sweep)))
+            best = min(pool, key=lambda i: (sweep[i].trigger_asr, -sweep[i].clean_acc)) if not removed else removed[0]
+        else:
+            best = max(allowed) if allowed else 0
+        return RemovalResult(models[best], {k: v.cpu().tolist() for k, v in masks.items()}, sweep, sweep[best])
