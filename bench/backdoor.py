@@ -1,6 +1,6 @@
 """Backdoor benchmark: BadNets / Blended at 10% poisoning on MNIST, EBYD detection on clean and backdoored models, removal.
 
-Run: OMP_NUM_THREADS=1 SECSUITE_PROGRESS=0 python bench/backdoor.py [--data mnist:../shared/data/mnist] [--epochs 6]
+Run: OMP_NUM_THREADS=1 SECSUITE_PROGRESS=0 python -m bench.backdoor [--data mnist:../shared/data/mnist] [--epochs 6]
 Writes bench/results/backdoor.json and prints a table.
 """
 
@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from attacks.backdoor import BackdoorAttack, BadNets, Blended, bn_cnn
-from defenses.ebyd import EBYD, clean_subset, der
-from secsuite.data import load_dataset
-from secsuite.model import Classifier
-from secsuite.training import train_classifier
+# Run as a script, bench/ would shadow the top-level packages (bench/attacks.py is not `attacks`).
+sys.path[0:1] = [str(Path(__file__).resolve().parents[1])]
+
+from attacks.backdoor import BackdoorAttack, BadNets, Blended, bn_cnn  # noqa: E402
+from defenses.ebyd import EBYD, clean_subset, der  # noqa: E402
+from secsuite.data import load_dataset  # noqa: E402
+from secsuite.model import Classifier  # noqa: E402
+from secsuite.training import train_classifier  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 
