@@ -1,0 +1,16 @@
+import pytest
+
+from mpc.cost import PROFILES, NetworkProfile, modelled_latency
+
+
+def test_latency_model_terms():
+    profile = NetworkProfile("x", rtt_s=0.01, bandwidth_bytes_per_s=1000.0)
+    assert profile.latency(1.0, 10, 2000) == pytest.approx(1.0 + 0.1 + 2.0)
+    lat = modelled_latency(0.5, 100, 10**6)
+    assert lat["wan"] > lat["lan"] > 0.5
+    assert set(PROFILES) == {"lan", "wan"}
+
+
+def test_profile_validation():
+    with pytest.raises(ValueError, match="bandwidth"):
+        NetworkProfile("bad", 0.1, 0)
