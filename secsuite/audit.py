@@ -202,6 +202,8 @@ def audit(config: AuditConfig | str | Path | None = None, out_dir: str | Path | 
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     out_dir = Path(out_dir or config.output.dir)
     world = World.from_env()
+    # Reproducible GPU runs: no autotuned, nondeterministic convolution algorithms.
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
     # A run that writes nothing (write=False) checkpoints nothing either.
     state = RunState(out_dir, config.config_hash(), reuse=resume) if world.is_main and (write or resume) else None
     section_time: dict[str, float] = {}
@@ -210,7 +212,7 @@ def audit(config: AuditConfig | str | Path | None = None, out_dir: str | Path | 
     torch.manual_seed(config.threat.seed)
     data = load_dataset(config.data.source)
     eval_data = data.test.subset(config.data.limit)
-    classifier, model_info = prepare_model(config, data, state=state, world=world)
+    classifier, model_info = prepare_model(config, data, device=world.device(), state=state, world=world)
     classifier.check_inputs(eval_data.x, eval_data.y)
     section_time["model"] = time.perf_counter() - tick
     context = AuditContext(config, classifier, data, eval_data, out_dir, section_time_s=section_time)

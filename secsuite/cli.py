@@ -22,7 +22,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from secsuite.audit import audit
     from secsuite.report import SUFFIXES
 
-    report = audit(args.config, out_dir=args.out, resume=args.resume)
+    try:
+        report = audit(args.config, out_dir=args.out, resume=args.resume)
+    except KeyboardInterrupt:
+        return _fail("interrupted; run the same command with --resume to continue from the finished evaluations")
     if report is None:  # a torchrun rank other than 0: rank 0 reports
         return 0
     out = Path(args.out or report_dir(args.config))

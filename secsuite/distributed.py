@@ -48,6 +48,12 @@ class World:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    def device(self) -> str | None:
+        """This rank's GPU under torchrun (LOCAL_RANK), else None for the default device."""
+        if self.distributed and torch.cuda.is_available():
+            return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
+        return None
+
     def mine(self, items: list[T]) -> list[T]:
         return items[self.rank :: self.world_size]
 
@@ -77,8 +83,11 @@ class World:
             return
         import torch.distributed as dist
 
-        for tensor in list(module.state_dict().values()):
-            dist.broadcast(tensor, src=0)
+        # Through CPU copies: gloo is the one backend that works on every machine, with or without GPUs.
+        for tensor in module.state_dict().values():
+            host = tensor.detach().cpu()
+            dist.broadcast(host, src=0)
+            tensor.copy_(host)
 
     def close(self) -> None:
         if self.owns_group:
