@@ -1,0 +1,105 @@
+"""secsuite FGSM / PGD-10 / CW against ART and torchattacks: one process, one model, the same images.
+
+    uv run python bench/attacks.py [--n 512] [--cw-steps 5] [--cw-iters 20]
+
+Prints a table and writes bench/results/attacks.json. The floor is one raw forward+backward pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from attacks.evasion import FGSM, PGD, CarliniWagnerL2  # noqa: E402
+from attacks.evasion.art_adapter import art_estimator  # noqa: E402
+from bench.common import benchmark_data, print_table, raw_forward_backward_time, timed, trained_small_cnn, write_results  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=512)
+    parser.add_argument("--eps", type=float, default=0.1)
+    parser.add_argument("--cw-steps", type=int, default=5, help="binary-search steps for both CW implementations")
+    parser.add_argument("--cw-iters", type=int, default=20, help="iterations per binary-search step for both")
+    parser.add_argument("--skip-art-cw", action="store_true", help="ART's CW is slow (minutes)")
+    args = parser.parse_args()
+
+    train, test, data_name = benchmark_data()
+    model = trained_small_cnn(train)
+    x, y = test.x[: args.n], test.y[: args.n]
+    eps, step_size, steps = args.eps, args.eps / 4, 10
+    floor = raw_forward_backward_time(model, x, y)
+    rows: list[dict] = []
+
+    def record(library: str, attack: str, seconds: float, x_adv: torch.Tensor, norm: str, extra: dict | None = None) -> None:
+        x_adv = x_adv.detach().cpu().float()
+        success = model.predict(x_adv) != y
+        delta = (x_adv - x).flatten(1)
+        norms = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+        median = float(norms[success].median()) if success.any() else float("nan")
+        rows.append({"library": library, "attack": attack, "time_s": seconds, "success_rate": float(success.float().mean()),
+                     "median_norm": median, "norm": norm, "time_over_floor": seconds / floor, **(extra or {})})
+
+    one_hot = np.eye(10, dtype=np.float32)[y.numpy()]
+    estimator = art_estimator(model)
+
+    seconds, result = timed(lambda: FGSM(eps=eps).attack(model, x, y), 3)
+    record("secsuite", "FGSM", seconds, result.x_adv, "linf")
+    seconds, result = timed(lambda: PGD(eps=eps, steps=steps, step_size=step_size).attack(model, x, y), 3)
+    record("secsuite", "PGD-10", seconds, result.x_adv, "linf", {"ratio_to_10_raw_passes": seconds / (10 * floor)})
+    cw = CarliniWagnerL2(binary_search_steps=args.cw_steps, max_iterations=args.cw_iters)
+    seconds, result = timed(lambda: cw.attack(model, x, y))
+    record("secsuite", "CW-L2", seconds, result.x_adv, "l2",
+           {"iterations_run": cw.iterations_run, "ratio_to_iterations_x_raw_pass": seconds / (cw.iterations_run * floor)})
+
+    from art.attacks.evasion import CarliniL2Method, FastGradientMethod, ProjectedGradientDescent
+
+    seconds, x_adv = timed(lambda: FastGradientMethod(estimator, eps=eps, batch_size=args.n).generate(x.numpy(), y=one_hot))
+    record("ART", "FGSM", seconds, torch.from_numpy(x_adv), "linf")
+    pgd = ProjectedGradientDescent(estimator, eps=eps, eps_step=step_size, max_iter=steps, batch_size=args.n, verbose=False)
+    seconds, x_adv = timed(lambda: pgd.generate(x.numpy(), y=one_hot))
+    record("ART", "PGD-10", seconds, torch.from_numpy(x_adv), "linf")
+    if not args.skip_art_cw:
+        art_cw = CarliniL2Method(estimator, binary_search_steps=args.cw_steps, max_iter=args.cw_iters, batch_size=128, verbose=False)
+        seconds, x_adv = timed(lambda: art_cw.generate(x.numpy()))
+        record("ART", "CW-L2", seconds, torch.from_numpy(x_adv), "l2")
+
+    try:
+        import torchattacks
+    except ImportError:
+        torchattacks = None
+    if torchattacks is not None:
+        for name, attack, norm in (("FGSM", torchattacks.FGSM(model, eps=eps), "linf"),
+                                   ("PGD-10", torchattacks.PGD(model, eps=eps, alpha=step_size, steps=steps), "linf"),
+                                   ("CW-L2 (c=1, no search)", torchattacks.CW(model, c=1, steps=args.cw_steps * args.cw_iters, lr=0.01), "l2")):
+            seconds, x_adv = timed(lambda: attack(x, y))
+            record("torchattacks", name, seconds, x_adv, norm)
+
+    print(f"data {data_name}, {args.n} images, eps {eps} (Linf), raw forward+backward pass {1000 * floor:.1f} ms, "
+          f"CW budget {args.cw_steps}x{args.cw_iters}")
+    print_table(["library", "attack", "time (s)", "x floor", "success", "median norm"],
+                [[r["library"], r["attack"], r["time_s"], r["time_over_floor"], r["success_rate"], r["median_norm"]] for r in rows])
+    by = {(r["library"], r["attack"]): r for r in rows}
+    checks = {
+        "pgd10_over_10_raw_passes": by[("secsuite", "PGD-10")]["ratio_to_10_raw_passes"],
+        "cw_over_iterations_x_raw_pass": by[("secsuite", "CW-L2")]["ratio_to_iterations_x_raw_pass"],
+    }
+    if ("ART", "CW-L2") in by:
+        ours, art = by[("secsuite", "CW-L2")], by[("ART", "CW-L2")]
+        checks.update({"cw_speedup_over_art": art["time_s"] / ours["time_s"], "cw_success_minus_art": ours["success_rate"] - art["success_rate"],
+                       "cw_median_l2_over_art": ours["median_norm"] / art["median_norm"]})
+    for key, value in checks.items():
+        print(f"{key}: {value:.3f}")
+    path = write_results("attacks", {"data": data_name, "n": args.n, "eps": eps, "raw_forward_backward_s": floor,
+                                     "cw_budget": [args.cw_steps, args.cw_iters], "rows": rows, "checks": checks})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
