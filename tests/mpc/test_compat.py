@@ -29,14 +29,20 @@ def test_without_dropout_replaces_nested_dropout():
     assert isinstance(stripped[1][0], nn.Identity) and isinstance(model[1][0], nn.Dropout)
 
 
-def test_from_pytorch_converts_cnn_with_identity_and_dropout():
+def test_from_pytorch_converts_cnn_with_identity_and_dropout(monkeypatch):
+    # A single in-process party; crypten.init writes RENDEZVOUS/RANK/WORLD_SIZE into os.environ,
+    # which would leak into later multi-party runs, so the environment is restored afterwards.
+    for key in ("RENDEZVOUS", "RANK", "WORLD_SIZE", "DISTRIBUTED_BACKEND"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in {"RENDEZVOUS": "file:///tmp/secsuite-mpc-compat-test", "RANK": "0", "WORLD_SIZE": "1", "DISTRIBUTED_BACKEND": "gloo"}.items():
+        monkeypatch.setenv(key, value)
     crypten = compat.load_crypten()
-    if not crypten.is_initialized():
-        crypten.init()
+    crypten.init()
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2), nn.Dropout(0.2),
                           nn.Flatten(), nn.Identity(), nn.Linear(64, 10)).eval()
     x = torch.rand(3, 1, 8, 8)
     private = compat.from_pytorch(model, x[:1]).encrypt()
     error = (private(crypten.cryptensor(x)).get_plain_text() - model(x)).abs().max().item()
+    crypten.uninit()
     assert error < 1e-2
