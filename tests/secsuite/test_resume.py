@@ -59,3 +59,16 @@ def test_resume_without_state_runs_everything(tmp_path):
     report = audit(tiny_config(), out_dir=tmp_path, resume=True)
     assert (tmp_path / "report.json").is_file() and len(list(tmp_path.glob(".state/*/evaluations/*.pt"))) == 6
     assert comparable(report, IGNORED) == comparable(audit(tiny_config(), write=False), IGNORED)
+
+
+def test_finished_defense_is_restored_not_refit(tmp_path, monkeypatch):
+    config = tiny_config()
+    config.defend = [{"name": "distillation", "epochs": 1}]
+    first = audit(config, out_dir=tmp_path)
+
+    def refit(*_):
+        raise AssertionError("a finished defense was fitted again")
+
+    monkeypatch.setattr("secsuite.audit.run_defense", refit)
+    resumed = audit(config, out_dir=tmp_path, resume=True)
+    assert resumed.defenses and comparable(resumed, IGNORED) == comparable(first, IGNORED)
