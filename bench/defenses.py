@@ -38,6 +38,20 @@ def evaluate(classifier: Classifier, data, eps: float, batch_size: int = 500) ->
     return {"clean_acc": classifier.accuracy(data.x, data.y), "pgd20_acc": robust.float().mean().item(), "eval_time_s": time.perf_counter() - tick}
 
 
+def torchattacks_pgd20(classifier: Classifier, data, eps: float, batch_size: int = 500) -> float | None:
+    """The undefended model's PGD-20 accuracy from an independent implementation, to rule out a weak attack."""
+    try:
+        import torchattacks
+    except ImportError:
+        return None
+    attack = torchattacks.PGD(classifier, eps=eps, alpha=2.5 * eps / 20, steps=20, random_start=True)
+    correct = 0
+    for i in range(0, len(data), batch_size):
+        x, y = data.x[i : i + batch_size].to(classifier.device), data.y[i : i + batch_size].to(classifier.device)
+        correct += (classifier.predict(attack(x, y)) == y).sum().item()
+    return correct / len(data)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mnist", default=str(ROOT.parent / "shared" / "data" / "mnist"))
@@ -56,6 +70,7 @@ def main() -> None:
     tick = time.perf_counter()
     train_classifier(model, data.train, epochs=args.base_epochs, seed=0, description="undefended")
     rows = [{"model": "undefended", "training_time_s": time.perf_counter() - tick, **evaluate(model, data.test, args.eps)}]
+    rows[0]["pgd20_acc_torchattacks"] = torchattacks_pgd20(model, data.test, args.eps)
     print(rows[-1], flush=True)
     threat = ThreatModel(norm="linf", eps=[args.eps])
     common = dict(epochs=args.epochs, steps=args.train_steps, warmup_epochs=args.warmup_epochs)
@@ -68,6 +83,8 @@ def main() -> None:
     print(f"{'model':<12} {'clean':>7} {'PGD-20':>7} {'train s':>8}")
     for row in rows:
         print(f"{row['model']:<12} {100 * row['clean_acc']:>6.1f}% {100 * row['pgd20_acc']:>6.1f}% {row['training_time_s']:>8.1f}")
+    if rows[0]["pgd20_acc_torchattacks"] is not None:
+        print(f"undefended PGD-20 accuracy with torchattacks.PGD: {100 * rows[0]['pgd20_acc_torchattacks']:.1f}%")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "benchmark": "defenses", "dataset": f"mnist {len(data.train)}/{len(data.test)}", "model": "small_cnn", "norm": "linf", "eps": args.eps,

@@ -32,7 +32,7 @@ def test_adversarial_training_lifts_pgd_accuracy(digits, digits_model, baseline,
     defended = result.classifier
     robust = pgd20_accuracy(defended, digits.test)
     assert robust >= robust_before + min_gain
-    assert defended.accuracy(digits.test.x, digits.test.y) >= 0.85
+    assert defended.accuracy(digits.test.x, digits.test.y) >= clean_before - 0.1
     assert [row["eps"] for row in result.log] == pytest.approx([0.1, 0.2, 0.2, 0.2, 0.2])
     assert result.details == {"eps": EPS, "norm": "linf", "resumed_from_epoch": 0}
     # fit works on a copy
