@@ -80,15 +80,19 @@ def unsupported_error(classifier: Classifier, model: nn.Module, error: Exception
 
 
 def failing_bound_node(error: BaseException) -> str | None:
-    """'BoundMaxPool /12'-style name of the innermost auto_LiRPA operator in the error's traceback, if any."""
+    """'BoundMaxPool /12'-style name of the innermost auto_LiRPA operator in the error's traceback, if any.
+
+    Operators fail either in their own methods (`self`) or in BoundedModule loops over them (`node`).
+    """
     from auto_LiRPA.bound_ops import Bound
 
     found = None
     traceback = error.__traceback__
     while traceback is not None:
-        owner = traceback.tb_frame.f_locals.get("self")
-        if isinstance(owner, Bound):
-            found = f"{type(owner).__name__} {getattr(owner, 'name', '')}".strip()
+        for owner in (traceback.tb_frame.f_locals.get(key) for key in ("self", "node")):
+            if isinstance(owner, Bound):
+                found = f"{type(owner).__name__} {getattr(owner, 'name', '')}".strip()
+                break
         traceback = traceback.tb_next
     return found
 
