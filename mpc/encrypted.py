@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from mpc.calibration import prescale
 from mpc.layers import HeadMixAttention
 from secsuite.errors import ModelError
 from secsuite.model import Classifier, Normalize
@@ -87,9 +88,14 @@ def _batchnorm(model: EncryptedModel, layer: nn.BatchNorm2d, x, meter):
 
 
 def _layernorm(model: EncryptedModel, layer: nn.LayerNorm, x, meter):
+    # With a calibrated public prescale a (mpc.calibration): z = a(x - mean), z / sqrt(mean(z^2) + a^2 eps),
+    # which is exactly (x - mean) / sqrt(var + eps) but keeps inv_sqrt's input in its convergence range.
+    scale = prescale(layer)
     with meter.op("layernorm"):
         centred = x - x.mean(-1, keepdim=True)
-        inv_std = (centred.square().mean(-1, keepdim=True) + layer.eps).inv_sqrt()
+        if scale != 1.0:
+            centred = centred.mul(scale)
+        inv_std = (centred.square().mean(-1, keepdim=True) + layer.eps * scale**2).inv_sqrt()
         out = centred * inv_std
         return out * model.param(layer.weight) + model.param(layer.bias) if layer.elementwise_affine else out
 
@@ -143,21 +149,30 @@ def _classifier(model, layer: Classifier, x, meter):
     return run_module(model, layer.net, run_module(model, layer.normalize, x, meter), meter)
 
 
-def attention_weights(scores, kind: str, meter: CostMeter):
-    """CrypTen mirror of secsuite.zoo.attention_weights."""
+def _positive_reciprocal(crypten, x, scale: float = 1.0):
+    # x is positive by construction (a sum of ReLUs or squares plus a positive constant): skip the sign
+    # computation, as CrypTen's own softmax does. 1/x = a * 1/(a*x) with the calibrated prescale a.
+    with crypten.cfg.temp_override({"functions.reciprocal_all_pos": True}):
+        if scale == 1.0:
+            return x.reciprocal()
+        return x.mul(scale).reciprocal().mul(scale)
+
+
+def attention_weights(scores, kind: str, meter: CostMeter, scale: float = 1.0):
+    """CrypTen mirror of secsuite.zoo.attention_weights; `scale` is the calibrated reciprocal prescale."""
     with meter.op(kind if kind != "scale" else "scale_attn"):
         if kind == "softmax":
             return scores.softmax(-1)
         if kind == "relu_softmax":
             positive = scores.relu()
-            return positive * (positive.sum(-1, keepdim=True) + 1e-5).reciprocal()
+            return positive * _positive_reciprocal(meter.crypten, positive.sum(-1, keepdim=True) + 1e-5, scale)
         if kind == "scale":
             return scores.div(scores.size(-1))
         if kind == "2quad":
             # Normalise by the mean, not the sum: CrypTen's Newton-Raphson reciprocal only converges
             # for inputs below ~600, which a sum of (x+5)^2 over the tokens easily exceeds.
             shifted = (scores + 5).square()
-            return shifted * shifted.mean(-1, keepdim=True).reciprocal().div(scores.size(-1))
+            return shifted * _positive_reciprocal(meter.crypten, shifted.mean(-1, keepdim=True)).div(scores.size(-1))
     raise ModelError(f"attention {kind!r} is not supported under MPC")
 
 
@@ -168,12 +183,12 @@ def _head_weights(layer: Attention, scores, meter: CostMeter):
             # Each head pays only for its own kind: evaluate the groups separately, then restore head order.
             crypten = meter.crypten
             groups = {kind: [h for h, k in enumerate(kinds) if k == kind] for kind in dict.fromkeys(kinds)}
-            parts = [attention_weights(scores[:, heads], kind, meter) for kind, heads in groups.items()]
+            parts = [attention_weights(scores[:, heads], kind, meter, prescale(layer)) for kind, heads in groups.items()]
             order = [h for heads in groups.values() for h in heads]
             inverse = torch.tensor(sorted(range(len(order)), key=order.__getitem__))
             return crypten.cat(parts, dim=1)[:, inverse]
-        return attention_weights(scores, kinds[0], meter)
-    return attention_weights(scores, layer.kind, meter)
+        return attention_weights(scores, kinds[0], meter, prescale(layer))
+    return attention_weights(scores, layer.kind, meter, prescale(layer))
 
 
 def _attention(model: EncryptedModel, layer: Attention, x, meter):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mpc.calibration import calibrate
 from mpc.compat import load_crypten
 from mpc.cost import modelled_latency
 from mpc.encrypted import DATA_OWNER, MODEL_OWNER, CostMeter, EncryptedModel, check_supported
@@ -41,6 +42,7 @@ class Knobs:
     exp_iterations: int = 8
     reciprocal_iterations: int = 10
     precision_bits: int = 16
+    sqrt_iterations: int = 3  # Newton-Raphson iterations of inv_sqrt (LayerNorm)
 
     def __post_init__(self):
         if not 1 <= self.exp_iterations <= 32:
@@ -49,11 +51,14 @@ class Knobs:
             raise ValueError(f"reciprocal_iterations must be in [1, 64], got {self.reciprocal_iterations}")
         if not 8 <= self.precision_bits <= 30:
             raise ValueError(f"precision_bits must be in [8, 30], got {self.precision_bits}")
+        if not 1 <= self.sqrt_iterations <= 64:
+            raise ValueError(f"sqrt_iterations must be in [1, 64], got {self.sqrt_iterations}")
 
     def apply(self, cfg) -> None:
         cfg.functions.exp_iterations = self.exp_iterations
         cfg.functions.reciprocal_nr_iters = self.reciprocal_iterations
         cfg.encoder.precision_bits = self.precision_bits
+        cfg.functions.sqrt_nr_iters = self.sqrt_iterations
 
 
 @dataclass
@@ -70,6 +75,7 @@ class PrivateResult:
     by_op: dict[str, dict[str, float]]  # operation type -> rounds/bytes (both parties summed)/calls
     knobs: Knobs
     modelled_latency_s: dict[str, float] = field(default_factory=dict)
+    calibration: dict[str, dict[str, float]] = field(default_factory=dict)  # layer -> min/max/prescale (mpc.calibration)
 
     @property
     def total_bytes(self) -> int:
@@ -198,8 +204,14 @@ def _launch(classifiers: Sequence[Classifier], x: torch.Tensor, parties: int, kn
 
 
 def private_inference_many(classifiers: Sequence[Classifier], x: torch.Tensor, parties: int = 2, knobs: Knobs | None = None,
-                           private_weights: bool = True, timeout_s: float = 600.0) -> list[PrivateResult]:
-    """Private inference of several models on the same images in one session (parties start once)."""
+                           private_weights: bool = True, timeout_s: float = 600.0,
+                           calibration: torch.Tensor | None = None) -> list[PrivateResult]:
+    """Private inference of several models on the same images in one session (parties start once).
+
+    `calibration`: the model owner's plaintext images (e.g. training data, never the private batch) used
+    to calibrate public prescales for LayerNorm's inv_sqrt and ReLU-softmax's reciprocal (mpc.calibration).
+    Without it, models run with whatever prescales they carry (none: CrypTen's ranges as they are).
+    """
     if parties < 2:
         raise ValueError(f"parties must be >= 2, got {parties}")
     if timeout_s <= 0:
@@ -215,14 +227,18 @@ def private_inference_many(classifiers: Sequence[Classifier], x: torch.Tensor, p
         with torch.no_grad():
             plain.append(classifier.eval()(x.to(classifier.device)).cpu())
     cpu_models = [copy.deepcopy(c).cpu().eval() for c in classifiers]
+    reports = [calibrate(m, calibration.detach().cpu().float()) if calibration is not None else {} for m in cpu_models]
     payloads = _launch(cpu_models, x, parties, knobs, private_weights, timeout_s)
-    return [_result(c.name, p, per_party, knobs) for c, p, per_party in zip(classifiers, plain, payloads)]
+    results = [_result(c.name, p, per_party, knobs) for c, p, per_party in zip(classifiers, plain, payloads)]
+    for result, report in zip(results, reports):
+        result.calibration = report
+    return results
 
 
 def private_inference(classifier: Classifier, x: torch.Tensor, parties: int = 2, knobs: Knobs | None = None,
-                      private_weights: bool = True, timeout_s: float = 600.0) -> PrivateResult:
+                      private_weights: bool = True, timeout_s: float = 600.0, calibration: torch.Tensor | None = None) -> PrivateResult:
     """Run `classifier` on images `x` (in [0,1]) under CrypTen secret sharing with real party processes."""
-    return private_inference_many([classifier], x, parties, knobs, private_weights, timeout_s)[0]
+    return private_inference_many([classifier], x, parties, knobs, private_weights, timeout_s, calibration)[0]
 
 
 def _result(name: str, plain: torch.Tensor, per_party: list[dict], knobs: Knobs) -> PrivateResult:
