@@ -65,6 +65,8 @@ def test_evaluating_logits_over_t_removes_the_masking(distilled_report, digits):
     with torch.no_grad():
         torch.testing.assert_close(scaled(x) * 100, distilled(x), rtol=1e-4, atol=1e-3)
     data = digits.test.subset(100)
+    # The saved state_dict is the evaluated model: it re-audits like any user model.
+    assert distilled.accuracy(data.x, data.y) == pytest.approx(report.defenses[0].clean_acc)
     assert clean_section(distilled, data).zero_gradient_fraction > 0.1
     assert clean_section(scaled, data).zero_gradient_fraction < 0.02
 
