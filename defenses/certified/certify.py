@@ -6,6 +6,7 @@ perturbation ball is > 0. Linf balls are intersected with the [0,1] pixel domain
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -20,12 +21,8 @@ from secsuite.progress import progress_bar
 
 METHODS = ("IBP", "CROWN-IBP", "CROWN", "alpha-CROWN")
 NORMS = ("linf", "l2")
-# Operations auto_LiRPA 0.3 cannot bound, mapped to the layer that usually produces them.
-_OP_LAYERS: dict[str, tuple[str, type[nn.Module] | None]] = {
-    "onnx::Erf": ("GELU (exact, erf)", nn.GELU),
-    "onnx::Equal": ("a shape-dependent op such as expand(x.shape[0])", None),
-    "onnx::Where": ("a shape-dependent op such as expand(x.shape[0])", None),
-}
+# Operations auto_LiRPA 0.3 has no bound operator for, mapped to the layer that usually produces them.
+_OP_LAYERS: dict[str, tuple[str, type[nn.Module]]] = {"onnx::Erf": ("GELU (exact, erf)", nn.GELU)}
 
 
 def canonical_method(method: str) -> str:
@@ -65,7 +62,7 @@ def unsupported_error(classifier: Classifier, model: nn.Module, error: Exception
     ops: list[str] = []
     try:
         nodes, _, _, _ = parse_module(model, (torch.zeros(1, *classifier.input_shape, device=classifier.device),))
-        ops = sorted({n.op for n in nodes if n.op in _OP_LAYERS or (n.op not in bound_op_map and _bound_class(n.op) is None)})
+        ops = sorted({n.op for n in nodes if n.op not in bound_op_map and _bound_class(n.op) is None})
     except Exception:  # the trace itself failed; the original message is all we have
         pass
     if not ops:
@@ -142,11 +139,18 @@ class Certifier:
         self.batch_size = batch_size
         L = lirpa()
         self.model = bound_view(classifier).eval()
+        from auto_LiRPA.utils import logger
+
+        # auto_LiRPA logs each unsupported node as an ERROR before raising; our ModelError says it in one line.
+        level = logger.level
+        logger.setLevel(logging.CRITICAL)
         try:
             self.bounded = L.BoundedModule(self.model, torch.zeros(1, *classifier.input_shape, device=classifier.device),
                                            device=classifier.device, bound_opts={"conv_mode": "patches", "verbosity": 0})
         except NotImplementedError as error:
             raise unsupported_error(classifier, self.model, error) from None
+        finally:
+            logger.setLevel(level)
 
     def bounds(self, x: torch.Tensor, eps: float, method: str, norm: str, C: torch.Tensor | None = None) -> torch.Tensor:
         """Lower bounds of C @ logits over the eps ball around each x (one batch, no splitting)."""
