@@ -34,6 +34,9 @@ class MPCOptions(BaseModel):
     exp_iterations: int = 8
     reciprocal_iterations: int = 10
     precision_bits: int = 16
+    sqrt_iterations: int = 3
+    calibrate: bool = True  # public power-of-two prescales for inv_sqrt/reciprocal from the training data (mpc.calibration)
+    calibration_size: int = Field(512, ge=1)  # training images used for the calibration
     knob_sweep: list[dict[str, int]] = Field(default_factory=list)  # Knobs overrides, run on the audited model
     min_agreement: float = Field(0.99, ge=0, le=1)
     timeout_s: float = Field(600.0, gt=0)
@@ -76,14 +79,14 @@ def _variant(result: PrivateResult, clean_acc: float, y, attention, activation, 
         max_abs_logit_error=result.max_abs_error if math.isfinite(result.max_abs_error) else None, agrees=result.argmax_agreement >= min_agreement,
         bytes=result.total_bytes, bytes_per_party=result.bytes, rounds=result.max_rounds, wall_time_s=result.wall_time_s,
         compute_s=result.compute_s, modelled_latency_s=result.modelled_latency_s,
-        by_op={kind: OpCost(rounds=int(e["rounds"]), bytes=int(e["bytes"]), calls=int(e["calls"])) for kind, e in result.by_op.items()},
+        by_op={kind: OpCost(rounds=int(e["rounds"]), bytes=int(e["bytes"]), calls=int(e["calls"]), seconds=float(e.get("seconds", 0.0))) for kind, e in result.by_op.items()},
     )
 
 
 def run(context, spec) -> Section:
     try:
         options = MPCOptions(**spec.params())
-        knobs = Knobs(options.exp_iterations, options.reciprocal_iterations, options.precision_bits)
+        knobs = Knobs(options.exp_iterations, options.reciprocal_iterations, options.precision_bits, options.sqrt_iterations)
         sweep = [Knobs(**{**knobs.__dict__, **override}) for override in options.knob_sweep]
     except (ValueError, TypeError) as error:
         raise ConfigError(f"evaluate mpc: {str(error).splitlines()[0]}") from None
@@ -91,18 +94,20 @@ def run(context, spec) -> Section:
     x, y = data.x[: options.batch_size].cpu(), data.y[: options.batch_size].cpu()
     candidates = _candidates(context, options)
     models = [c for c, _, _ in candidates]
-    results = private_inference_many(models, x, options.parties, knobs, options.private_weights, options.timeout_s)
+    calibration = context.data.train.x[: options.calibration_size].cpu() if options.calibrate else None
+    results = private_inference_many(models, x, options.parties, knobs, options.private_weights, options.timeout_s, calibration)
     variants = [_variant(r, m.accuracy(data.x, data.y), y, att, act, options.min_agreement)
                 for r, (m, att, act) in zip(results, candidates)]
     knob_results = []
     for setting in sweep:
-        r = private_inference_many([context.classifier], x, options.parties, setting, options.private_weights, options.timeout_s)[0]
+        r = private_inference_many([context.classifier], x, options.parties, setting, options.private_weights, options.timeout_s, calibration)[0]
         knob_results.append(KnobResult(variant=r.name, exp_iterations=setting.exp_iterations, reciprocal_iterations=setting.reciprocal_iterations,
-                                       precision_bits=setting.precision_bits, argmax_agreement=r.argmax_agreement,
+                                       precision_bits=setting.precision_bits, sqrt_iterations=setting.sqrt_iterations, argmax_agreement=r.argmax_agreement,
                                        max_abs_logit_error=r.max_abs_error if math.isfinite(r.max_abs_error) else None, bytes=r.total_bytes, rounds=r.max_rounds))
     return Section(
         parties=options.parties, batch_size=len(x), private_weights=options.private_weights, exp_iterations=knobs.exp_iterations,
-        reciprocal_iterations=knobs.reciprocal_iterations, precision_bits=knobs.precision_bits, min_agreement=options.min_agreement,
+        reciprocal_iterations=knobs.reciprocal_iterations, precision_bits=knobs.precision_bits, sqrt_iterations=knobs.sqrt_iterations,
+        calibrated=options.calibrate, min_agreement=options.min_agreement,
         network_profiles={name: {"rtt_s": p.rtt_s, "bandwidth_bytes_per_s": p.bandwidth_bytes_per_s} for name, p in PROFILES.items()},
         variants=variants, knobs=knob_results,
     )

@@ -10,6 +10,7 @@ a subclass may change `forward`, so it must get its own handler.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -36,12 +37,15 @@ class CostMeter:
     @contextmanager
     def op(self, kind: str):
         before = self.comm.get_communication_stats()
+        start = time.perf_counter()
         yield
+        seconds = time.perf_counter() - start
         after = self.comm.get_communication_stats()
-        entry = self.by_op.setdefault(kind, {"rounds": 0, "bytes": 0, "calls": 0})
+        entry = self.by_op.setdefault(kind, {"rounds": 0, "bytes": 0, "calls": 0, "seconds": 0.0})
         entry["rounds"] += after["rounds"] - before["rounds"]
         entry["bytes"] += after["bytes"] - before["bytes"]
         entry["calls"] += 1
+        entry["seconds"] += seconds
 
 
 class EncryptedModel:

@@ -72,7 +72,7 @@ class PrivateResult:
     compute_s: float  # wall time minus time spent inside communication calls
     rounds: list[int]  # per party
     bytes: list[int]  # per party
-    by_op: dict[str, dict[str, float]]  # operation type -> rounds/bytes (both parties summed)/calls
+    by_op: dict[str, dict[str, float]]  # operation type -> rounds (max)/bytes (both parties summed)/calls/seconds (slowest party)
     knobs: Knobs
     modelled_latency_s: dict[str, float] = field(default_factory=dict)
     calibration: dict[str, dict[str, float]] = field(default_factory=dict)  # layer -> min/max/prescale (mpc.calibration)
@@ -246,9 +246,10 @@ def _result(name: str, plain: torch.Tensor, per_party: list[dict], knobs: Knobs)
     by_op: dict[str, dict[str, float]] = {}
     for payload in per_party:
         for kind, entry in payload["by_op"].items():
-            merged = by_op.setdefault(kind, {"rounds": 0, "bytes": 0, "calls": entry["calls"]})
+            merged = by_op.setdefault(kind, {"rounds": 0, "bytes": 0, "calls": entry["calls"], "seconds": 0.0})
             merged["rounds"] = max(merged["rounds"], entry["rounds"])
             merged["bytes"] += entry["bytes"]
+            merged["seconds"] = max(merged["seconds"], entry.get("seconds", 0.0))
     wall = max(p["wall"] for p in per_party)
     compute = max(p["wall"] - p["comm_time"] for p in per_party)
     rounds = [int(p["rounds"]) for p in per_party]

@@ -15,6 +15,7 @@ class OpCost(_Strict):
     rounds: int
     bytes: int
     calls: int
+    seconds: float = 0.0  # wall time inside this operation type, slowest party
 
 
 class Variant(_Strict):
@@ -40,6 +41,7 @@ class KnobResult(_Strict):
     exp_iterations: int
     reciprocal_iterations: int
     precision_bits: int
+    sqrt_iterations: int = 3
     argmax_agreement: float
     max_abs_logit_error: float | None  # None: the private outputs were not finite
     bytes: int
@@ -53,6 +55,8 @@ class Section(_Strict):
     exp_iterations: int
     reciprocal_iterations: int
     precision_bits: int
+    sqrt_iterations: int = 3
+    calibrated: bool = False  # public power-of-two prescales for inv_sqrt/reciprocal, calibrated on the model owner's data
     min_agreement: float
     network_profiles: dict[str, dict[str, float]]  # name -> rtt_s, bandwidth_bytes_per_s
     note: str = ("Counted traffic is the online phase only: Beaver triples come from CrypTen's trusted first party. "
@@ -100,13 +104,14 @@ HEADER = ["variant", "clean acc", "private acc", "agreement", "max logit err", "
 def markdown(section: Section) -> str:
     lines = ["## mpc", "", f"{section.parties} parties, private batch {section.batch_size}, weights "
              f"{'secret-shared' if section.private_weights else 'public'}; exp iterations {section.exp_iterations}, "
-             f"reciprocal iterations {section.reciprocal_iterations}, precision bits {section.precision_bits}.", "",
+             f"reciprocal iterations {section.reciprocal_iterations}, inv_sqrt iterations {section.sqrt_iterations}, precision bits "
+             f"{section.precision_bits}; LayerNorm/reciprocal ranges {'calibrated on training data' if section.calibrated else 'not calibrated'}.", "",
              section.note, "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(section)]
     if section.knobs:
-        lines += ["", "Approximation knobs:", "", "| variant | exp it | recip it | bits | agreement | max logit err | MB | rounds |",
-                  "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {k.variant} | {k.exp_iterations} | {k.reciprocal_iterations} | {k.precision_bits} | {k.argmax_agreement:.3f} | "
+        lines += ["", "Approximation knobs:", "", "| variant | exp it | recip it | sqrt it | bits | agreement | max logit err | MB | rounds |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {k.variant} | {k.exp_iterations} | {k.reciprocal_iterations} | {k.sqrt_iterations} | {k.precision_bits} | {k.argmax_agreement:.3f} | "
                   f"{_err(k.max_abs_logit_error)} | {_mb(k.bytes)} | {k.rounds} |" for k in section.knobs]
     return "\n".join(lines)
 
@@ -138,8 +143,8 @@ def html(section: Section) -> str:
     if section.variants:
         parts.append(_pareto_plot(section))
     if section.knobs:
-        rows = "".join(f"<tr><td>{escape(k.variant)}</td><td>{k.exp_iterations}</td><td>{k.reciprocal_iterations}</td><td>{k.precision_bits}</td>"
+        rows = "".join(f"<tr><td>{escape(k.variant)}</td><td>{k.exp_iterations}</td><td>{k.reciprocal_iterations}</td><td>{k.sqrt_iterations}</td><td>{k.precision_bits}</td>"
                        f"<td>{k.argmax_agreement:.3f}</td><td>{_err(k.max_abs_logit_error)}</td></tr>" for k in section.knobs)
-        parts.append("<table><tr><th>variant</th><th>exp it</th><th>recip it</th><th>bits</th><th>agreement</th>"
+        parts.append("<table><tr><th>variant</th><th>exp it</th><th>recip it</th><th>sqrt it</th><th>bits</th><th>agreement</th>"
                      f"<th>max logit err</th></tr>{rows}</table>")
     return "".join(parts)
