@@ -45,6 +45,7 @@ def test_crown_ibp_training_runs_through_the_registry_and_leaves_the_input_model
     assert all(torch.equal(a, b) for a, b in zip(before, original.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(before, result.classifier.parameters()))
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in result.log)
+    assert "CROWN-IBP certified training to linf eps 0.055" in result.details["markdown"]
 
 
 def test_smoothed_ramp():
