@@ -1,7 +1,8 @@
 """Backdoor benchmark: BadNets / Blended at 10% poisoning on MNIST, EBYD detection on clean and backdoored models, removal.
 
 Run: OMP_NUM_THREADS=1 SECSUITE_PROGRESS=0 python -m bench.backdoor [--data mnist:../shared/data/mnist] [--epochs 6]
-Writes bench/results/backdoor.json and prints a table.
+Writes bench/results/backdoor.json and prints a table. `--cases 0,1 --out A.json` runs a subset (to spread the
+cases over processes) and `--merge A.json B.json` joins such runs into the results file.
 """
 
 from __future__ import annotations
@@ -31,8 +32,18 @@ def main() -> None:
     parser.add_argument("--data", default=f"mnist:{ROOT.parent.parent / 'shared/data/mnist'}")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--clean-size", type=int, default=300, help="defender's clean images (taken from the training split)")
+    parser.add_argument("--nc-steps", type=int, default=100)
+    parser.add_argument("--bn-eval", action="store_true", help="official BatchNorm-in-eval unlearning (default here: BN updating)")
+    parser.add_argument("--cases", default="0,1,2,3,4")
     parser.add_argument("--out", default=str(ROOT / "results/backdoor.json"))
+    parser.add_argument("--merge", nargs="*")
     args = parser.parse_args()
+    if args.merge:
+        runs = [json.loads(Path(path).read_text()) for path in args.merge]
+        result = {**runs[0], "rows": sorted((row for run in runs for row in run["rows"]), key=lambda row: row["case"])}
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        print_table(result["rows"])
+        return
     data = load_dataset(args.data)
     shape = data.train.input_shape
     clean = clean_subset(data.train, args.clean_size / len(data.train), seed=123)
@@ -41,7 +52,8 @@ def main() -> None:
              ("blended t=0", BackdoorAttack(Blended(0.2), target=0, rate=0.1), 0),
              ("badnets t=3", BackdoorAttack(BadNets(3), target=3, rate=0.1), 0)]
     rows = []
-    for name, attack, seed in cases:
+    for case in map(int, args.cases.split(",")):
+        name, attack, seed = cases[case]
         torch.manual_seed(seed)
         model = Classifier(bn_cnn(10, shape), 10, shape, name=name)
         tick = time.perf_counter()
@@ -50,10 +62,13 @@ def main() -> None:
         else:
             attack.train(model, data.train, epochs=args.epochs, lr=2e-3, seed=seed)
         train_s = time.perf_counter() - tick
-        row = {"model": name, "clean_acc": model.accuracy(data.test.x, data.test.y), "train_s": train_s}
+        row = {"case": case, "model": name, "clean_acc": model.accuracy(data.test.x, data.test.y), "train_s": train_s}
         if attack is not None:
             row.update(asr=attack.metrics(model, data.test).asr, target=attack.target)
-        defense = EBYD(remove=attack is not None and attack.trigger.name == "badnets" and attack.target == 0)
+        # The official BN-in-eval unlearning, for comparison: which label does it expose?
+        row["exposed_label_bn_eval"] = EBYD(bn_eval=True).expose_label(model, clean) if not args.bn_eval else None
+        defense = EBYD(bn_eval=args.bn_eval, nc_steps=args.nc_steps,
+                       remove=attack is not None and attack.trigger.name == "badnets" and attack.target == 0)
         tick = time.perf_counter()
         exposure = defense.expose(model, clean)
         ev = exposure.evidence
@@ -67,8 +82,12 @@ def main() -> None:
         rows.append(row)
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
     result = {"data": args.data, "epochs": args.epochs, "clean_size": args.clean_size, "model": "bn_cnn width 16",
-              "thresholds": vars(EBYD().thresholds), "rows": rows}
+              "nc_steps": args.nc_steps, "bn_eval": args.bn_eval, "thresholds": vars(EBYD().thresholds), "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=2))
+    print_table(rows)
+
+
+def print_table(rows: list[dict]) -> None:
     header = f"{'model':14} {'CA':>6} {'ASR':>6} {'flag':>5} {'label':>5} {'collapse':>8} {'ratio':>6} {'CA after':>8} {'ASR after':>9} {'DER':>5}"
     print(header)
     fmt = lambda v: f"{100 * v:.1f}" if isinstance(v, float) else "-"  # noqa: E731

@@ -21,9 +21,13 @@ from secsuite.threat import ThreatModel
 class Exposure:
     unlearning: UnlearnResult
     evidence: Evidence
-    trigger: RecoveredTrigger  # Neural Cleanse on the exposed label
+    triggers: list[RecoveredTrigger]  # Neural Cleanse: the exposed label first, then the reference labels
     backdoored: bool
     removal: RemovalResult | None = None
+
+    @property
+    def trigger(self) -> RecoveredTrigger:
+        return self.triggers[0]
 
 
 def clean_subset(train: Dataset, fraction: float, seed: int) -> Dataset:
@@ -39,12 +43,12 @@ class EBYD(Defense):
     name = "ebyd"
 
     def __init__(self, clean_fraction: float | None = None, unlearn_lr: float = 1e-4, unlearn_steps: int = 300,
-                 bn_eval: bool = True, nc_steps: int = 150, reference_labels: int = 3,
+                 bn_eval: bool = True, nc_steps: int = 150, reference_labels: int | None = None,
                  trigger_ratio: float = Thresholds.trigger_ratio, collapse: float = Thresholds.collapse,
-                 remove: bool = True, mask_epochs: int = 20, mask_lr: float = 0.2, seed: int = 0):
+                 remove: bool = True, mask_epochs: int = 20, mask_lr: float = 0.2, finetune_epochs: int = 0, seed: int = 0):
         if clean_fraction is not None and not 0 < clean_fraction <= 1:
             raise ValueError(f"clean_fraction must be in (0, 1], got {clean_fraction}")
-        if reference_labels < 1:
+        if reference_labels is not None and reference_labels < 1:
             raise ValueError(f"reference_labels must be >= 1, got {reference_labels}")
         if trigger_ratio <= 0:
             raise ValueError(f"trigger_ratio must be > 0, got {trigger_ratio}")
@@ -52,26 +56,32 @@ class EBYD(Defense):
             raise ValueError(f"collapse must be in [0, 1], got {collapse}")
         self.clean_fraction, self.unlearn_lr, self.unlearn_steps, self.bn_eval = clean_fraction, unlearn_lr, unlearn_steps, bn_eval
         self.nc_steps, self.reference_labels, self.trigger_ratio, self.collapse = nc_steps, reference_labels, trigger_ratio, collapse
-        self.remove, self.mask_epochs, self.mask_lr, self.seed = remove, mask_epochs, mask_lr, seed
+        self.remove, self.mask_epochs, self.mask_lr, self.finetune_epochs, self.seed = remove, mask_epochs, mask_lr, finetune_epochs, seed
         # Built here so that bad parameters fail at construction.
         self._unlearning = CleanUnlearning(lr=unlearn_lr, max_steps=unlearn_steps, bn_eval=bn_eval, seed=seed)
         self._cleanse = NeuralCleanse(steps=nc_steps, seed=seed)
-        self._pruning = MaskPruning(lr=mask_lr, epochs=mask_epochs, seed=seed)
+        self._pruning = MaskPruning(lr=mask_lr, epochs=mask_epochs, finetune_epochs=finetune_epochs, seed=seed)
 
     @property
     def thresholds(self) -> Thresholds:
         return Thresholds(trigger_ratio=self.trigger_ratio, collapse=self.collapse)
 
+    def expose_label(self, classifier: Classifier, clean: Dataset) -> int:
+        """Only the exposure: the label clean inputs collapse onto after unlearning."""
+        return self._unlearning.run(classifier, clean).label
+
     def expose(self, classifier: Classifier, clean: Dataset) -> Exposure:
         """Unlearn, name the exposed label, compare its trigger with reference labels, and (optionally) remove."""
         unlearning = self._unlearning.run(classifier, clean)
         label = unlearning.label
-        # Reference labels: the next ones in index order, so the choice does not depend on the model.
-        references = [(label + k) % classifier.num_classes for k in range(1, self.reference_labels + 1)]
+        # Reference labels: all others by default (a robust median); fewer are taken in index order after
+        # the exposed label, so the choice never depends on the model.
+        count = classifier.num_classes - 1 if self.reference_labels is None else min(self.reference_labels, classifier.num_classes - 1)
+        references = [(label + k) % classifier.num_classes for k in range(1, count + 1)]
         triggers = self._cleanse.scan(classifier, clean.x, clean.y, [label, *references])
         evidence = Evidence(label, unlearning.collapse, unlearning.stop_step, unlearning.variance,
                             triggers[0].l1, [t.l1 for t in triggers[1:]])
-        exposure = Exposure(unlearning, evidence, triggers[0], is_backdoored(evidence, self.thresholds))
+        exposure = Exposure(unlearning, evidence, triggers, is_backdoored(evidence, self.thresholds))
         if self.remove and exposure.backdoored and batchnorm_layers(classifier.net):
             exposure.removal = self._pruning.run(classifier, unlearning.model, clean, triggers[0].apply, label)
         return exposure

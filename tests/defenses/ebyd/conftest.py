@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from attacks.backdoor import BackdoorAttack, BadNets, bn_cnn
+from secsuite.data import load_dataset
+from secsuite.model import Classifier
+from secsuite.training import train_classifier
+
+MNIST = Path(__file__).resolve().parents[3].parent / "shared/data/mnist"
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    if not MNIST.is_dir():
+        pytest.skip(f"real MNIST not found at {MNIST}")
+    data = load_dataset(f"mnist:{MNIST}")
+    return data.train.subset(4000), data.test.subset(1000)
+
+
+@pytest.fixture(scope="session")
+def mnist_clean_model(mnist):
+    train, _ = mnist
+    torch.manual_seed(0)
+    model = Classifier(bn_cnn(10, (1, 28, 28)), 10, (1, 28, 28))
+    train_classifier(model, train, epochs=6, lr=2e-3)
+    return model
+
+
+@pytest.fixture(scope="session")
+def mnist_badnets(mnist):
+    """A BadNets backdoor with target 3 (not 0, so a detector that always answers 0 fails)."""
+    train, _ = mnist
+    torch.manual_seed(0)
+    model = Classifier(bn_cnn(10, (1, 28, 28)), 10, (1, 28, 28))
+    attack = BackdoorAttack(BadNets(3), target=3, rate=0.1)
+    attack.train(model, train, epochs=6, lr=2e-3)
+    return model, attack
+
+
+@pytest.fixture(scope="session")
+def defender_clean(mnist):
+    from defenses.ebyd import clean_subset
+
+    train, _ = mnist
+    # A small fraction of the (clean) training data, as in the paper.
+    return clean_subset(train, 200 / len(train), seed=123)
