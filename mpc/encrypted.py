@@ -180,32 +180,58 @@ def attention_weights(scores, kind: str, meter: CostMeter, scale: float = 1.0):
     raise ModelError(f"attention {kind!r} is not supported under MPC")
 
 
-def _head_weights(layer: Attention, scores, meter: CostMeter):
+def _head_groups(layer: Attention) -> list[tuple[str, list[int]]]:
+    """(kind, heads) groups: one group unless a searched layer mixes ReLU-softmax and ScaleAttn heads."""
     if isinstance(layer, HeadMixAttention):
         kinds = layer.head_kinds()
-        if len(set(kinds)) > 1:
-            # Each head pays only for its own kind: evaluate the groups separately, then restore head order.
-            crypten = meter.crypten
-            groups = {kind: [h for h, k in enumerate(kinds) if k == kind] for kind in dict.fromkeys(kinds)}
-            parts = [attention_weights(scores[:, heads], kind, meter, prescale(layer)) for kind, heads in groups.items()]
-            order = [h for heads in groups.values() for h in heads]
-            inverse = torch.tensor(sorted(range(len(order)), key=order.__getitem__))
-            return crypten.cat(parts, dim=1)[:, inverse]
-        return attention_weights(scores, kinds[0], meter, prescale(layer))
-    return attention_weights(scores, layer.kind, meter, prescale(layer))
+        return [(kind, [h for h, k in enumerate(kinds) if k == kind]) for kind in dict.fromkeys(kinds)]
+    return [(layer.kind, list(range(layer.heads)))]
+
+
+def _grouped_weights(layer: Attention, head_dim: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """qkv weight/bias and proj weight with the heads reordered group by group (an exact reparameterisation).
+
+    The model owner permutes its plaintext weights once, so each head group is a contiguous slice under
+    MPC and the groups need no secret-shared gather to restore head order.
+    """
+    order = torch.tensor([h for _, heads in _head_groups(layer) for h in heads])
+    dim = layer.heads * head_dim
+    features = torch.arange(dim).view(layer.heads, head_dim)[order].flatten()
+    qkv_rows = torch.cat([features + part * dim for part in range(3)])
+    bias = layer.qkv.bias.detach()[qkv_rows] if layer.qkv.bias is not None else None
+    return layer.qkv.weight.detach()[qkv_rows], bias, layer.proj.weight.detach()[:, features]
 
 
 def _attention(model: EncryptedModel, layer: Attention, x, meter):
     batch, tokens, dim = x.size()
     head_dim = dim // layer.heads
-    qkv = _linear(model, layer.qkv, x, meter).reshape(batch, tokens, 3, layer.heads, head_dim).permute(2, 0, 3, 1, 4)
+    groups = _head_groups(layer)
+    if len(groups) > 1:
+        key = ("grouped", id(layer))
+        if key not in model._params:  # keep the permuted tensors alive: model.param caches by id
+            model._params[key] = _grouped_weights(layer, head_dim)
+        qkv_weight, qkv_bias, proj_weight = model._params[key]
+    else:
+        qkv_weight, qkv_bias, proj_weight = layer.qkv.weight, layer.qkv.bias, layer.proj.weight
+    with meter.op("linear"):
+        qkv = x.matmul(model.param(qkv_weight).t())
+        qkv = qkv + model.param(qkv_bias) if qkv_bias is not None else qkv
+    qkv = qkv.reshape(batch, tokens, 3, layer.heads, head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]
     with meter.op("matmul"):
         scores = q.matmul(k.transpose(-2, -1)).div(math.sqrt(head_dim))
-    weights = _head_weights(layer, scores, meter)
+    # Each head pays only for its own kind; groups are contiguous after the reordering above.
+    parts, start = [], 0
+    for kind, heads in groups:
+        parts.append(attention_weights(scores[:, start:start + len(heads)] if len(groups) > 1 else scores, kind, meter,
+                                       prescale(layer)))
+        start += len(heads)
+    weights = parts[0] if len(parts) == 1 else meter.crypten.cat(parts, dim=1)
     with meter.op("matmul"):
         out = weights.matmul(v)
-    return _linear(model, layer.proj, out.transpose(1, 2).reshape(batch, tokens, dim), meter)
+    with meter.op("linear"):
+        out = out.transpose(1, 2).reshape(batch, tokens, dim).matmul(model.param(proj_weight).t())
+        return out + model.param(layer.proj.bias) if layer.proj.bias is not None else out
 
 
 def _block(model: EncryptedModel, layer: Block, x, meter):
