@@ -98,3 +98,24 @@ def test_bad_parameters_name_the_parameter(params, name):
 def test_unknown_defense_name():
     with pytest.raises(ValueError, match="unknown defense 'madry'"):
         make_defense("madry")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pgd_at", "trades"])
+def test_mnist_acceptance_setting_on_a_smaller_budget(mnist_dir, name):
+    """The benchmark's setting (small CNN, Linf 0.1, PGD-20) on 2,000 training and 500 test images."""
+    from secsuite.data import load_dataset
+    from secsuite.model import Classifier
+    from secsuite.training import train_classifier
+    from secsuite.zoo import build
+
+    data = load_dataset(f"mnist:{mnist_dir}")
+    train, test = data.train.subset(2000), data.test.subset(500)
+    torch.manual_seed(0)
+    model = Classifier(build("small_cnn", 10, train.input_shape), 10, train.input_shape)
+    train_classifier(model, train, epochs=5, seed=0)
+    before = pgd20_accuracy(model, test, eps=0.1)
+    result = make_defense(name, epochs=3, steps=5, warmup_epochs=1).fit(model, train, ThreatModel(eps=[0.1]))
+    robust = pgd20_accuracy(result.classifier, test, eps=0.1)
+    assert robust >= max(0.65, before + 0.1)
+    assert result.classifier.accuracy(test.x, test.y) >= 0.93
