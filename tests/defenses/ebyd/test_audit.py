@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import secsuite
+from secsuite.audit import audit
 from secsuite.errors import ConfigError
 from secsuite.report import Report
 from secsuite.threat import parse_config
@@ -22,7 +22,7 @@ def config(**backdoor):
 
 
 def test_backdoor_section_in_a_digits_audit(tmp_path):
-    report = secsuite.audit(config(unlearn_steps=40, nc_steps=20, reference_labels=2, mask_epochs=2, plant="badnets",
+    report = audit(config(unlearn_steps=40, nc_steps=20, reference_labels=2, mask_epochs=2, plant="badnets",
                                    plant_target=3, plant_epochs=8), out_dir=tmp_path)
     section = report.backdoor
     assert section is not None and section.clean_size == round(0.05 * 1438)  # EBYD takes at most 5% by default
@@ -45,6 +45,6 @@ def test_backdoor_section_in_a_digits_audit(tmp_path):
 
 def test_bad_backdoor_parameters_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="poison rate"):
-        secsuite.audit(config(plant="badnets", plant_rate=2.0, unlearn_steps=5), out_dir=tmp_path, write=False)
+        audit(config(plant="badnets", plant_rate=2.0, unlearn_steps=5), out_dir=tmp_path, write=False)
     with pytest.raises(ConfigError, match="unknown_option"):
-        secsuite.audit(config(unknown_option=1), out_dir=tmp_path, write=False)
+        audit(config(unknown_option=1), out_dir=tmp_path, write=False)
