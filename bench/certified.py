@@ -80,8 +80,8 @@ def overhead(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, method: s
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mnist", default=str(ROOT.parent / "shared/data/mnist"))
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--ramp-epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--ramp-epochs", type=int, default=25)
     parser.add_argument("--method", default="IBP", choices=["IBP", "CROWN-IBP"])
     parser.add_argument("--model", default="ibp_cnn", choices=["ibp_cnn", "small_cnn_avg"])
     parser.add_argument("--lr", type=float, default=1e-3)
