@@ -138,6 +138,8 @@ class Certifier:
         self.classifier = classifier
         self.batch_size = batch_size
         L = lirpa()
+        was_training = classifier.training
+        # Trace in eval mode so BatchNorm is converted with its running statistics; restore the caller's mode after.
         self.model = bound_view(classifier).eval()
         from auto_LiRPA.utils import logger
 
@@ -151,6 +153,7 @@ class Certifier:
             raise unsupported_error(classifier, self.model, error) from None
         finally:
             logger.setLevel(level)
+            classifier.train(was_training)
 
     def bounds(self, x: torch.Tensor, eps: float, method: str, norm: str, C: torch.Tensor | None = None) -> torch.Tensor:
         """Lower bounds of C @ logits over the eps ball around each x (one batch, no splitting)."""
