@@ -15,6 +15,7 @@ DEFENSES: dict[str, tuple[str, str]] = {
     "trades": ("defenses.adversarial_training:TRADES", "TRADES (Zhang 2019), beta-weighted KL robust loss"),
     "rift": ("defenses.rift:RiFT", "robust critical fine-tuning (ICCV 2023) of an adversarially trained model"),
     "certified_training": ("defenses.certified.training:CertifiedTraining", "IBP / CROWN-IBP certified training (auto_LiRPA)"),
+    "ebyd": ("defenses.ebyd:EBYD", "EBYD: exposure by clean unlearning, detection, trigger recovery, BN-mask pruning"),
 }
 
 

@@ -11,7 +11,9 @@ import importlib
 import json
 import platform
 import subprocess
+import sys
 import time
+import types
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -261,3 +263,14 @@ def audit(config: AuditConfig | str | Path | None = None, out_dir: str | Path | 
     if write:
         write_report(report, out_dir, config.output.formats)
     return report
+
+
+class _CallableModule(types.ModuleType):
+    """`import secsuite.audit` rebinds the package attribute `secsuite.audit` from the function to this
+    module; making the module callable keeps `secsuite.audit(config)` working either way."""
+
+    def __call__(self, *args, **kwargs):
+        return audit(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
