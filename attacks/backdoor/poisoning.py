@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
+from attacks.backdoor.models import train_model
 from attacks.backdoor.triggers import Trigger
 from secsuite.data import Dataset
 from secsuite.model import Classifier
-from secsuite.training import train_classifier
 
 MODES = ("all-to-one", "all-to-all")
 
@@ -68,10 +68,10 @@ class BackdoorAttack:
         return Dataset(self.trigger.apply(data.x[keep]), data.y[keep], data.num_classes, f"{data.name}+trigger")
 
     def train(self, classifier: Classifier, data: Dataset, epochs: int = 10, lr: float = 1e-3, batch_size: int = 64, seed: int = 0) -> torch.Tensor:
-        """Train `classifier` in place on the poisoned set; returns the poisoned indices."""
+        """Train `classifier` in place on the poisoned set (Adam, cosine-decayed rate); returns the poisoned indices."""
         poisoned, index = self.poison(data)
-        train_classifier(classifier, poisoned, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                         description=f"training with {self.trigger.name} backdoor")
+        train_model(classifier, poisoned, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                    description=f"training with {self.trigger.name} backdoor")
         return index
 
     def metrics(self, classifier: Classifier, test: Dataset) -> BackdoorMetrics:

@@ -4,6 +4,11 @@ For a label t find a mask m (H x W, shared over channels) and pattern p in [0,1]
 x' = (1 - m) x + m p is classified as t, minimising CE + lambda * |m|_1. As in the paper, m and
 p live in tanh space and lambda is raised while the trigger works and lowered while it fails,
 so the result is (about) the smallest trigger reaching `success` on the clean set.
+
+`shape="blend"` (our addition) restricts the mask to one value alpha over the whole image,
+x' = (1 - alpha) x + alpha p: the trigger family of Blended backdoors, whose global low-amplitude
+pattern a per-pixel mask recovers poorly. Its size is reported as alpha * H * W (the L1 norm of the
+uniform mask), so per-label ratios compare the same way in both shapes.
 """
 
 from __future__ import annotations
@@ -31,7 +36,13 @@ class RecoveredTrigger:
 
 
 class NeuralCleanse:
-    def __init__(self, steps: int = 200, lr: float = 0.1, lam: float = 1e-2, success: float = 0.95, adjust_every: int = 10, seed: int = 0):
+    SHAPES = ("mask", "blend")
+
+    def __init__(self, steps: int = 200, lr: float = 0.1, lam: float = 1e-2, success: float = 0.95, adjust_every: int = 10, seed: int = 0,
+                 shape: str = "mask"):
+        if shape not in self.SHAPES:
+            raise ValueError(f"shape must be one of {self.SHAPES}, got {shape!r}")
+        self.shape = shape
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if lr <= 0:
@@ -51,7 +62,8 @@ class NeuralCleanse:
         x = x.to(device)
         channels, height, width = x.shape[1:]
         generator = torch.Generator().manual_seed(self.seed + label)
-        mask_raw = (torch.randn((1, height, width), generator=generator) * 0.1).to(device).requires_grad_()
+        mask_shape = (1, height, width) if self.shape == "mask" else (1, 1, 1)
+        mask_raw = (torch.randn(mask_shape, generator=generator) * 0.1).to(device).requires_grad_()
         pattern_raw = (torch.randn((channels, height, width), generator=generator) * 0.1).to(device).requires_grad_()
         optimizer = torch.optim.Adam([mask_raw, pattern_raw], lr=self.lr, betas=(0.5, 0.9))
         target = torch.full((len(x),), label, device=device)
@@ -64,7 +76,7 @@ class NeuralCleanse:
         try:
             with progress_bar(f"neural cleanse label {label}", total=self.steps) as advance:
                 for _ in range(self.steps):
-                    mask = (torch.tanh(mask_raw) + 1) / 2
+                    mask = ((torch.tanh(mask_raw) + 1) / 2).expand(1, height, width)
                     pattern = (torch.tanh(pattern_raw) + 1) / 2
                     logits = classifier((1 - mask) * x + mask * pattern)
                     l1 = mask.sum()
