@@ -108,12 +108,18 @@ class Attack:
             n_forward=classifier.n_forward - forward0, n_backward=classifier.n_backward - backward0, time_s=elapsed,
         )
 
-    def loss_gradient(self, classifier: Classifier, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Gradient of the summed cross-entropy w.r.t. the input; targeted attacks descend it."""
+    def loss_gradient(self, classifier: Classifier, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient of the summed cross-entropy w.r.t. the input (negated for targeted attacks, which
+        descend it) and the logits of that same forward pass."""
         x = x.detach().requires_grad_(True)
-        loss = F.cross_entropy(classifier(x), labels, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
-        return -grad if self.targeted else grad
+        logits = classifier(x)
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels, reduction="sum"), x)
+        return (-grad if self.targeted else grad), logits.detach()
+
+    def reached_goal(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per example: the attacker's goal holds (targeted: the target is predicted; untargeted: the label is not)."""
+        hit = logits.argmax(1) == labels
+        return hit if self.targeted else ~hit
 
     def params(self) -> dict:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}

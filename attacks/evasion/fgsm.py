@@ -12,6 +12,6 @@ class FGSM(Attack):
     name = "fgsm"
 
     def _perturb(self, classifier: Classifier, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        grad = self.loss_gradient(classifier, x, target if self.targeted else y)
+        grad, _ = self.loss_gradient(classifier, x, target if self.targeted else y)
         step = grad.sign() if self.norm == "linf" else l2_normalize(grad)
         return (x + self.eps * step).clamp(0, 1)

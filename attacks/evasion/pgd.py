@@ -35,12 +35,19 @@ class PGD(Attack):
         return (x + noise.to(x.device)).clamp(0, 1)
 
     def _one_run(self, classifier: Classifier, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Projected steps; an example keeps the first iterate that reached the goal (read off the logits the
+        gradient pass computes anyway), so a later step that drifts back cannot undo a success."""
         x_adv = self._random_start(x, generator) if self.random_start and self.eps > 0 else x.clone()
+        best = x_adv.clone()
+        done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for _ in range(self.steps):
-            grad = self.loss_gradient(classifier, x_adv, labels)
+            grad, logits = self.loss_gradient(classifier, x_adv, labels)
+            newly = self.reached_goal(logits, labels) & ~done
+            best[newly] = x_adv[newly]
+            done |= newly
             step = grad.sign() if self.norm == "linf" else l2_normalize(grad)
             x_adv = project(x_adv + self.step_size * step, x, self.eps, self.norm)
-        return x_adv
+        return torch.where(done.view(-1, *[1] * (x.dim() - 1)), best, x_adv)
 
     def _perturb(self, classifier: Classifier, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         labels = target if self.targeted else y

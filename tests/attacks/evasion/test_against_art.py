@@ -22,10 +22,10 @@ def test_fgsm_equals_art_fast_gradient_method(digits_model, digits_eval, norm, e
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.8)])
-def test_pgd_at_least_as_strong_as_art(digits_model, digits_eval, norm, eps):
+def test_pgd_at_least_as_strong_as_art(digits_model, digits, norm, eps):
     from art.attacks.evasion import ProjectedGradientDescent
 
-    x, y = digits_eval
+    x, y = digits.test.x, digits.test.y
     steps, step_size = 20, 2.5 * eps / 20
     ours = PGD(eps=eps, norm=norm, steps=steps, step_size=step_size, seed=0).attack(digits_model, x, y)
     np.random.seed(0)
