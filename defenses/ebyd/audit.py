@@ -19,7 +19,6 @@ from secsuite.data import Dataset
 from secsuite.errors import ConfigError
 from secsuite.model import Classifier
 from secsuite.sections.backdoor import Curve, NeuralCleanseScan, Removal, Result, Section
-from secsuite.training import train_classifier
 
 PLANT_KEYS = ("plant", "plant_target", "plant_rate", "plant_epochs")
 
@@ -56,7 +55,7 @@ def _result(subject: str, model: Classifier, exposure: Exposure, evaluation: Dat
     references = [(ev.label + k) % model.num_classes for k in range(1, len(ev.reference_l1) + 1)]
     return Result(subject=subject, backdoored=exposure.backdoored, label=ev.label, collapse=ev.collapse, collapse_steps=ev.collapse_steps,
                   histogram_variance=ev.variance, trigger_l1=ev.trigger_l1, reference_labels=references, reference_l1=ev.reference_l1,
-                  trigger_ratio=ev.trigger_ratio, trigger_success=trigger.success, mask=trigger.mask[0].tolist(),
+                  trigger_ratio=ev.trigger_ratio, blend_ratio=ev.blend_ratio, trigger_success=trigger.success, mask=trigger.mask[0].tolist(),
                   pattern=trigger.pattern.tolist(), curve=Curve(steps=u.steps, clean_acc=u.clean_acc, top_fraction=u.top_fraction),
                   planted_asr=planted_asr, removal=removal, removal_skipped=skipped, neural_cleanse=scan)
 

@@ -58,16 +58,20 @@ def is_backdoored(evidence: Evidence, thresholds: Thresholds) -> bool:
     return evidence.trigger_ratio <= thresholds.trigger_ratio or (blend is not None and blend <= thresholds.blend_ratio)
 
 
-def calibrate(clean: list[Evidence], margin: float = 0.75) -> Thresholds:
+def calibrate(clean: list[Evidence], margin: float = 0.75, cap: float = 1.0) -> Thresholds:
     """Thresholds that leave every given clean model unflagged with a margin.
 
-    Each ratio threshold sits `margin` times below the smallest clean ratio of that kind; the collapse
+    Each ratio threshold sits `margin` times below the smallest clean ratio of that kind, and never above
+    `cap` (by design, not fitted: evidence of a backdoor means the exposed label's trigger is smaller than
+    the median label's, however hard the labels clean models expose are to reach). The collapse
     threshold stays at its default, since clean models collapse too and the ratios do the separating.
     """
     if not clean:
         raise ValueError("clean: calibration needs at least one clean model")
     if not 0 < margin <= 1:
         raise ValueError(f"margin must be in (0, 1], got {margin}")
+    if cap <= 0:
+        raise ValueError(f"cap must be > 0, got {cap}")
     blends = [e.blend_ratio for e in clean if e.blend_ratio is not None]
-    return Thresholds(trigger_ratio=margin * min(e.trigger_ratio for e in clean),
-                      blend_ratio=margin * min(blends) if blends else Thresholds.blend_ratio)
+    return Thresholds(trigger_ratio=min(cap, margin * min(e.trigger_ratio for e in clean)),
+                      blend_ratio=min(cap, margin * min(blends)) if blends else Thresholds.blend_ratio)

@@ -90,12 +90,15 @@ class EBYD(Defense):
                             blends[0].l1 if blends else None, [t.l1 for t in blends[1:]] if blends else [])
         exposure = Exposure(unlearning, evidence, triggers, is_backdoored(evidence, self.thresholds), blend_triggers=blends)
         if self.remove and exposure.backdoored and batchnorm_layers(classifier.net):
-            # Probe the pruning with the recovered trigger that gave the stronger evidence (smaller ratio).
-            probe = triggers[0]
-            if blends and evidence.blend_ratio < evidence.trigger_ratio:
-                probe = blends[0]
-            exposure.removal = self._pruning.run(classifier, unlearning.model, clean, probe.apply, label)
+            exposure.removal = self.remove_backdoor(classifier, exposure, clean)
         return exposure
+
+    def remove_backdoor(self, classifier: Classifier, exposure: Exposure, clean: Dataset) -> RemovalResult:
+        """BN-mask pruning of `classifier`, probed with the recovered trigger that gave the stronger evidence."""
+        evidence, probe = exposure.evidence, exposure.triggers[0]
+        if exposure.blend_triggers and evidence.blend_ratio < evidence.trigger_ratio:
+            probe = exposure.blend_triggers[0]
+        return self._pruning.run(classifier, exposure.unlearning.model, clean, probe.apply, evidence.label)
 
     def fit(self, classifier: Classifier, train_data: Dataset, threat: ThreatModel) -> DefenseResult:
         started = time.perf_counter()

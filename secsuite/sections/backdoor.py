@@ -47,6 +47,7 @@ class Result(_Strict):
     reference_labels: list[int]
     reference_l1: list[float]
     trigger_ratio: float
+    blend_ratio: float | None = None  # the same ratio for a uniform-blend trigger (None: blend scan off)
     trigger_success: float  # recovered trigger's success on the clean set
     mask: list[list[float]] = Field(repr=False)  # (H, W)
     pattern: list[list[list[float]]] = Field(repr=False)  # (C, H, W)
@@ -81,6 +82,15 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _blend_threshold(section: Section) -> str:
+    value = section.thresholds.get("blend_ratio")
+    return "" if value is None else f" or blend-trigger ratio <= {value:.2f}"
+
+
 def _verdict(result: Result) -> str:
     return f"backdoored, target label {result.label}" if result.backdoored else "no backdoor detected"
 
@@ -88,12 +98,13 @@ def _verdict(result: Result) -> str:
 def markdown(section: Section) -> str:
     lines = ["## backdoor", "", f"{section.method}; clean set {section.clean_size} images, BatchNorm "
              f"{'in eval mode' if section.bn_eval else 'updating'} during unlearning; thresholds: "
-             f"trigger ratio <= {section.thresholds['trigger_ratio']:.2f}, collapse >= {section.thresholds['collapse']:.2f}.", "",
-             "| model | verdict | exposed label | collapse | steps | trigger L1 | ratio to reference | planted ASR |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"collapse >= {section.thresholds['collapse']:.2f} and (mask-trigger ratio <= {section.thresholds['trigger_ratio']:.2f}"
+             f"{_blend_threshold(section)}).", "",
+             "| model | verdict | exposed label | collapse | steps | trigger L1 | ratio to reference | blend ratio | planted ASR |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in section.results:
         lines.append(f"| {r.subject} | {_verdict(r)} | {r.label} | {r.collapse:.2f} | {r.collapse_steps} | {r.trigger_l1:.1f} | "
-                     f"{r.trigger_ratio:.2f} | {_pct(r.planted_asr)} |")
+                     f"{r.trigger_ratio:.2f} | {_ratio(r.blend_ratio)} | {_pct(r.planted_asr)} |")
     for r in section.results:
         if r.removal is not None:
             m = r.removal
@@ -117,10 +128,11 @@ def html(section: Section) -> str:
     escape = html_lib.escape
     parts = ["<h2>backdoor</h2>", f"<p>{escape(section.method)}; clean set {section.clean_size} images.</p>",
              "<table><tr><th>model</th><th>verdict</th><th>exposed label</th><th>collapse</th><th>steps</th>"
-             "<th>trigger L1</th><th>ratio</th><th>planted ASR</th></tr>"]
+             "<th>trigger L1</th><th>ratio</th><th>blend ratio</th><th>planted ASR</th></tr>"]
     for r in section.results:
         parts.append(f"<tr><td>{escape(r.subject)}</td><td>{escape(_verdict(r))}</td><td>{r.label}</td><td>{r.collapse:.2f}</td>"
-                     f"<td>{r.collapse_steps}</td><td>{r.trigger_l1:.1f}</td><td>{r.trigger_ratio:.2f}</td><td>{_pct(r.planted_asr)}</td></tr>")
+                     f"<td>{r.collapse_steps}</td><td>{r.trigger_l1:.1f}</td><td>{r.trigger_ratio:.2f}</td><td>{_ratio(r.blend_ratio)}</td>"
+                     f"<td>{_pct(r.planted_asr)}</td></tr>")
     parts.append("</table>")
     for r in section.results:
         parts.append(f"<h3>{escape(r.subject)}</h3>")

@@ -5,10 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from attacks.backdoor import BackdoorAttack, BadNets, bn_cnn
+from attacks.backdoor import BackdoorAttack, BadNets, Blended, bn_cnn, train_model
 from secsuite.data import load_dataset
 from secsuite.model import Classifier
-from secsuite.training import train_classifier
 
 MNIST = Path(__file__).resolve().parents[3].parent / "shared/data/mnist"
 
@@ -26,7 +25,7 @@ def mnist_clean_model(mnist):
     train, _ = mnist
     torch.manual_seed(0)
     model = Classifier(bn_cnn(10, (1, 28, 28)), 10, (1, 28, 28))
-    train_classifier(model, train, epochs=6, lr=2e-3)
+    train_model(model, train, epochs=6, lr=2e-3)
     return model
 
 
@@ -37,6 +36,16 @@ def mnist_badnets(mnist):
     torch.manual_seed(0)
     model = Classifier(bn_cnn(10, (1, 28, 28)), 10, (1, 28, 28))
     attack = BackdoorAttack(BadNets(3), target=3, rate=0.1)
+    attack.train(model, train, epochs=6, lr=2e-3)
+    return model, attack
+
+
+@pytest.fixture(scope="session")
+def mnist_blended(mnist):
+    train, _ = mnist
+    torch.manual_seed(0)
+    model = Classifier(bn_cnn(10, (1, 28, 28)), 10, (1, 28, 28))
+    attack = BackdoorAttack(Blended(0.2), target=0, rate=0.1)
     attack.train(model, train, epochs=6, lr=2e-3)
     return model, attack
 

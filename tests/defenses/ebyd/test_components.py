@@ -35,7 +35,8 @@ def test_der_matches_the_formula():
     (lambda: CleanUnlearning(stop_acc=1.5), "stop_acc"), (lambda: NeuralCleanse(steps=0), "steps"),
     (lambda: NeuralCleanse(success=0), "success"), (lambda: MaskPruning(thresholds=[1.2]), "thresholds"),
     (lambda: EBYD(clean_fraction=0), "clean_fraction"), (lambda: EBYD(reference_labels=0), "reference_labels"),
-    (lambda: EBYD(unlearn_lr=-1), "lr"), (lambda: calibrate([]), "clean"),
+    (lambda: EBYD(unlearn_lr=-1), "lr"), (lambda: calibrate([]), "clean"), (lambda: NeuralCleanse(shape="circle"), "shape"),
+    (lambda: EBYD(blend_ratio=0), "blend_ratio"), (lambda: calibrate([Evidence(0, 0.5, 1, 0.0, 1.0, [1.0])], cap=0), "cap"),
 ])
 def test_bad_parameters_raise_value_error_naming_them(build, word):
     with pytest.raises(ValueError, match=word):
@@ -86,3 +87,28 @@ def test_prune_zeroes_exactly_the_channels_under_the_threshold(digits_model):
         layer, original = dict(pruned.net.named_modules())[name], dict(model.net.named_modules())[name]
         off = masks[name] <= 0.5
         assert (layer.weight[off] == 0).all() and torch.equal(layer.weight[~off], original.weight[~off])
+
+
+def test_calibration_with_blend_ratios_and_the_cap():
+    clean = [Evidence(7, 0.4, 150, 0.03, 60.0, [30.0, 30.0], 300.0, [150.0, 150.0]),
+             Evidence(7, 0.4, 180, 0.03, 20.0, [25.0, 25.0], 120.0, [200.0, 200.0])]
+    thresholds = calibrate(clean, margin=0.75)
+    assert thresholds.trigger_ratio == pytest.approx(0.75 * 0.8)
+    assert thresholds.blend_ratio == pytest.approx(0.75 * 0.6)
+    assert calibrate(clean[:1], margin=0.75).trigger_ratio == 1.0  # 0.75 * 2.0 is capped: the label must be smaller than the median
+    assert not any(is_backdoored(e, thresholds) for e in clean)
+    # A blend-shaped backdoor: the mask trigger looks ordinary, the blend trigger is small.
+    blended = Evidence(0, 0.5, 100, 0.04, 27.0, [30.0, 30.0], 60.0, [170.0, 170.0])
+    assert blended.trigger_ratio > thresholds.trigger_ratio and is_backdoored(blended, thresholds)
+    assert not is_backdoored(Evidence(0, 0.5, 100, 0.04, 27.0, [30.0, 30.0]), thresholds)  # without the blend scan: not flagged
+
+
+def test_blend_shaped_trigger_is_one_alpha_over_the_image(digits_model):
+    model, data = digits_model
+    clean = data.train.subset(150)
+    trigger = NeuralCleanse(steps=40, shape="blend").recover(model, clean.x[clean.y != 0], 0)
+    assert trigger.mask.shape == (1, 8, 8) and torch.allclose(trigger.mask, trigger.mask.flatten()[0].expand(1, 8, 8))
+    alpha = trigger.mask.flatten()[0].item()
+    assert 0 < alpha < 1 and trigger.l1 == pytest.approx(alpha * 64, rel=1e-4)
+    moved = (model.predict(trigger.apply(clean.x[clean.y != 0])) == 0).float().mean().item()
+    assert moved == pytest.approx(trigger.success, abs=0.02)  # the reported success is the trigger's real effect
