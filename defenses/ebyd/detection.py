@@ -18,11 +18,13 @@ import torch
 
 @dataclass
 class Thresholds:
-    # Defaults: calibrate() (margin 0.75) on two clean MNIST bn_cnn models trained with seeds 2 and 3,
-    # which are not the clean models of the benchmark's false-positive check (seeds 0 and 1); see docs/backdoor.md.
-    trigger_ratio: float = 0.6  # flag when |m|_1(exposed) / median |m|_1(reference) is at most this
+    # Defaults: calibrate() (margin 0.75, cap 1) on three clean MNIST bn_cnn models, bench/backdoor.py cases 5-7:
+    # seeds 2 and 3 (8000 images, 10 epochs) and seed 4 (4000 images, 6 epochs); smallest clean ratios 0.685
+    # (mask, seed 4) and 1.21 (blend, seed 4), giving 0.514 and 0.908, rounded down here. None of them is a
+    # clean model of the benchmark's false-positive check (seeds 0 and 1) or of the tests; see docs/backdoor.md.
+    trigger_ratio: float = 0.51  # flag when |m|_1(exposed) / median |m|_1(reference) is at most this
     collapse: float = 0.2  # and at least this fraction of clean predictions fell on the exposed label
-    blend_ratio: float = 0.6  # or when the blend trigger's alpha ratio is at most this
+    blend_ratio: float = 0.90  # or when the blend trigger's alpha ratio is at most this
 
 
 def _ratio(value: float | None, references: list[float] | None) -> float | None:
