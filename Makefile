@@ -12,11 +12,12 @@ install:
 audit: install
 	$(RUN) secsuite audit $(CONFIG)
 
+# One thread per process: the tests use tiny models, and OpenMP threads spin and stall on a busy 2-core machine.
 test: install
-	$(RUN) python -m pytest
+	OMP_NUM_THREADS=1 $(RUN) python -m pytest
 
 test-all: install
-	$(RUN) python -m pytest -m "slow or not slow"
+	OMP_NUM_THREADS=1 $(RUN) python -m pytest -m "slow or not slow"
 
 bench: install
 	$(RUN) python bench/attacks.py
