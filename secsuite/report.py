@@ -154,7 +154,7 @@ EXTENSION_SECTIONS = {
 
 def json_schema() -> dict[str, Any]:
     schema = Report.model_json_schema()
-    schema["$id"] = f"https://secsuite.dev/report.schema.{SCHEMA_VERSION}.json"
+    schema["$id"] = f"urn:secsuite:report-schema:{SCHEMA_VERSION}"
     schema["title"] = f"secsuite report {SCHEMA_VERSION}"
     return schema
 
