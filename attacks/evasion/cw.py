@@ -67,8 +67,8 @@ class CarliniWagnerL2(Attack):
                 l2_sq = (x_adv - x).pow(2).sum(dims)
                 margin = self._margin(logits, labels)
                 loss = (l2_sq + const * (margin + self.confidence).clamp_min(0)).sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                # Gradient for w only: loss.backward() would also compute (and leave behind) weight gradients.
+                (w.grad,) = torch.autograd.grad(loss, w)
                 optimizer.step()
                 self.iterations_run += 1
                 with torch.no_grad():
