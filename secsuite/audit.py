@@ -229,7 +229,6 @@ def audit(config: AuditConfig | str | Path | None = None, out_dir: str | Path | 
         return None
     context.clean, context.attack_evaluation = clean, attacks
     section_time["attacks"] = time.perf_counter() - tick
-    log(f"clean accuracy {100 * clean.clean_acc:.1f}%")
 
     report = Report(
         meta=Meta(seed=config.threat.seed, config_hash=config.config_hash(), git_revision=git_revision(), versions=versions(),
