@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -29,8 +30,13 @@ def train_classifier(
     weight_decay: float = 0.0,
     description: str = "training",
     on_epoch_end: Callable[[int, float], None] | None = None,
+    cosine_decay: bool = False,
 ) -> list[float]:
-    """Adam training with a seeded shuffle; returns the mean loss of each epoch."""
+    """Adam training with a seeded shuffle; returns the mean loss of each epoch.
+
+    cosine_decay: decay the learning rate to zero on a per-step cosine, so that the last steps' noise
+    does not stay in the weights (models trained with different seeds then agree more closely).
+    """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     if lr <= 0:
@@ -38,6 +44,10 @@ def train_classifier(
     device = classifier.device
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = None
+    if cosine_decay:
+        total_steps = max(1, epochs * math.ceil(len(data) / batch_size))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
     x_all, y_all = data.x.to(device), data.y.to(device)
     losses: list[float] = []
     classifier.train()
@@ -51,6 +61,8 @@ def train_classifier(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if schedule is not None:
+                    schedule.step()
                 total += loss.item() * len(index)
                 count += len(index)
             losses.append(total / max(count, 1))

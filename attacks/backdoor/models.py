@@ -32,39 +32,7 @@ def train_model(classifier, data, epochs: int = 10, lr: float = 2e-3, batch_size
     A constant Adam rate left the last epoch's noise in the weights (two clean seeds 7.8 points apart
     after 6 epochs at lr 2e-3); decaying to zero lets every seed settle, clean and backdoored alike.
     """
-    import math
+    from secsuite.training import train_classifier
 
-    import torch
-    from torch.nn import functional as F
-
-    from secsuite.progress import progress_bar
-
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
-    if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    device = classifier.device
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr)
-    total_steps = max(1, epochs * math.ceil(len(data) / batch_size))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
-    x_all, y_all = data.x.to(device), data.y.to(device)
-    losses: list[float] = []
-    classifier.train()
-    with progress_bar(description, total=epochs) as advance:
-        for _ in range(epochs):
-            order = torch.randperm(len(data), generator=generator).to(device)
-            total = 0.0
-            for start in range(0, len(data), batch_size):
-                index = order[start : start + batch_size]
-                loss = F.cross_entropy(classifier(x_all[index]), y_all[index])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                total += loss.item() * len(index)
-            losses.append(total / max(len(data), 1))
-            advance()
-    classifier.eval()
-    classifier.reset_counters()
-    return losses
+    return train_classifier(classifier, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                            description=description, cosine_decay=True)
