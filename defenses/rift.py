@@ -37,6 +37,7 @@ from secsuite.model import Classifier
 from secsuite.plots import line_plot
 from secsuite.progress import log, progress_bar
 from secsuite.threat import ThreatModel
+from secsuite.training import shuffled_batches
 
 CRITICAL_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -150,9 +151,7 @@ class RiFT(Defense):
         classifier.train()
         with progress_bar("RiFT fine-tuning", total=self.finetune_epochs) as advance:
             for _ in range(self.finetune_epochs):
-                order = torch.randperm(len(data), generator=generator).to(classifier.device)
-                for start in range(0, len(data), self.batch_size):
-                    index = order[start : start + self.batch_size]
+                for index in shuffled_batches(len(data), self.batch_size, generator, classifier.device):
                     loss = F.cross_entropy(classifier(x_all[index]), y_all[index])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()

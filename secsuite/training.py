@@ -15,6 +15,12 @@ from secsuite.progress import progress_bar
 LossFn = Callable[[Classifier, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
+    """One epoch's minibatch indices: a seeded permutation of range(n), cut into batches, on `device`."""
+    order = torch.randperm(n, generator=generator).to(device)
+    return list(order.split(batch_size))
+
+
 def cross_entropy_loss(classifier: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(classifier(x), y)
 
@@ -53,10 +59,8 @@ def train_classifier(
     classifier.train()
     with progress_bar(description, total=epochs) as advance:
         for epoch in range(epochs):
-            order = torch.randperm(len(data), generator=generator).to(device)
             total, count = 0.0, 0
-            for start in range(0, len(data), batch_size):
-                index = order[start : start + batch_size]
+            for index in shuffled_batches(len(data), batch_size, generator, device):
                 loss = loss_fn(classifier, x_all[index], y_all[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -27,6 +27,7 @@ from defenses.ebyd.unlearning import set_batchnorm_eval
 from secsuite.data import Dataset
 from secsuite.model import Classifier
 from secsuite.progress import progress_bar
+from secsuite.training import shuffled_batches
 
 
 def batchnorm_layers(module: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
@@ -95,9 +96,7 @@ class MaskPruning:
         set_batchnorm_eval(model)
         with progress_bar("learning BatchNorm channel masks", total=self.epochs) as advance:
             for _ in range(self.epochs):
-                order = torch.randperm(len(clean), generator=generator).to(model.device)
-                for start in range(0, len(clean), self.batch_size):
-                    index = order[start : start + self.batch_size]
+                for index in shuffled_batches(len(clean), self.batch_size, generator, model.device):
                     loss = F.cross_entropy(model(x_all[index]), y_all[index])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -134,9 +133,7 @@ class MaskPruning:
         batch = min(32, self.batch_size)
         with progress_bar("fine-tuning the pruned model", total=self.finetune_epochs) as advance:
             for _ in range(self.finetune_epochs):
-                order = torch.randperm(len(clean), generator=generator).to(pruned.device)
-                for start in range(0, len(clean), batch):
-                    index = order[start : start + batch]
+                for index in shuffled_batches(len(clean), batch, generator, pruned.device):
                     pruned.train()
                     loss = F.cross_entropy(pruned(x_all[index]), y_all[index])
                     optimizer.zero_grad(set_to_none=True)
