@@ -14,6 +14,7 @@ import torch
 from mpc import calibrate, private_inference_many, to_variant
 from mpc.calibration import INV_SQRT_CENTRE, PRESCALE_ATTR, prescale
 from mpc.layers import fine_tune
+from tests.mpc.agreement import assert_agrees_with_plaintext
 from secsuite.model import Classifier
 from secsuite.training import train_classifier
 from secsuite.zoo import build
@@ -74,9 +75,7 @@ def test_calibration_is_exact_in_plaintext_and_moves_ranges_into_convergence(tra
 
 def test_trained_quad_variants_agree_with_plaintext(session):
     for name in ("trained-scale-quad", "trained-relu_softmax-quad"):
-        result = session[name]
-        assert result.argmax_agreement >= 0.99, (name, result.argmax_agreement)
-        assert result.max_abs_error < TRAINED_TOLERANCE, (name, result.max_abs_error)
+        assert_agrees_with_plaintext(session[name], TRAINED_TOLERANCE)
 
 
 def test_without_calibration_the_trained_model_drifts(session):
