@@ -1,12 +1,13 @@
-"""Attacks: evasion (FGSM, PGD, Carlini-Wagner, ART adapter), extraction, unlearnable data, backdoors."""
+"""Attacks: evasion (FGSM, PGD, Auto-PGD, Carlini-Wagner, ART adapter), extraction, unlearnable data, backdoors."""
 
-from attacks.evasion import FGSM, PGD, ArtAttack, Attack, AttackResult, CarliniWagnerL2
+from attacks.evasion import APGD, FGSM, PGD, ArtAttack, Attack, AttackResult, CarliniWagnerL2
 
-EVASION_ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "cw": CarliniWagnerL2}
+EVASION_ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "apgd": APGD, "cw": CarliniWagnerL2}
 
 ATTACK_DESCRIPTIONS = {
     "fgsm": "Fast Gradient Sign Method (Linf, L2)",
     "pgd": "Projected Gradient Descent, random start, restarts, targeted (Linf, L2)",
+    "apgd": "Auto-PGD (AutoAttack's APGD): momentum, self-halving step; loss = \"ce\" or \"dlr\" (Linf, L2)",
     "cw": "Carlini-Wagner L2 with per-example binary search on c (minimum-norm)",
     "art:<ClassName>": "any ART evasion attack by class name (kind = \"art\")",
 }

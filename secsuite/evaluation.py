@@ -173,7 +173,7 @@ def validity_warnings(clean: CleanSection, attacks: list[AttackEntry], subject: 
                     f"to {100 * after.robust_acc:.1f}% at eps {after.eps:g}; the attack is not converging")))
                 break
     by_name = {e.name: {r.eps: r.robust_acc for r in e.results} for e in attacks}
-    for stronger, weaker in (("pgd", "fgsm"),):
+    for stronger, weaker in (("pgd", "fgsm"), ("apgd", "fgsm")):
         if stronger in by_name and weaker in by_name:
             for eps, acc in by_name[stronger].items():
                 if eps in by_name[weaker] and acc > by_name[weaker][eps] + tolerance:

@@ -6,12 +6,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attacks.evasion import FGSM, PGD, CarliniWagnerL2
+from attacks.evasion import APGD, FGSM, PGD, CarliniWagnerL2
 
 attack_specs = st.one_of(
     st.builds(lambda eps, norm: FGSM(eps=eps, norm=norm), st.floats(0.0, 0.5), st.sampled_from(["linf", "l2"])),
     st.builds(lambda eps, norm, steps, seed: PGD(eps=eps, norm=norm, steps=steps, seed=seed),
               st.floats(0.0, 0.5), st.sampled_from(["linf", "l2"]), st.integers(1, 4), st.integers(0, 1000)),
+    st.builds(lambda eps, norm, steps, loss, targeted: APGD(eps=eps, norm=norm, steps=steps, loss=loss, targeted=targeted),
+              st.floats(0.0, 0.5), st.sampled_from(["linf", "l2"]), st.integers(1, 6), st.sampled_from(["ce", "dlr"]), st.booleans()),
 )
 
 
@@ -30,9 +32,8 @@ def test_output_in_ball_and_box(digits_model, digits, attack, start):
 @given(seed=st.integers(0, 10_000), norm=st.sampled_from(["linf", "l2"]))
 def test_same_seed_same_output(digits_model, digits, seed, norm):
     x, y = digits.test.x[:16], digits.test.y[:16]
-    first = PGD(eps=0.2, norm=norm, steps=3, seed=seed).attack(digits_model, x, y).x_adv
-    second = PGD(eps=0.2, norm=norm, steps=3, seed=seed).attack(digits_model, x, y).x_adv
-    assert torch.equal(first, second)
+    for make in (lambda: PGD(eps=0.2, norm=norm, steps=3, seed=seed), lambda: APGD(eps=0.2, norm=norm, steps=3, restarts=2, seed=seed)):
+        assert torch.equal(make().attack(digits_model, x, y).x_adv, make().attack(digits_model, x, y).x_adv)
 
 
 @settings(max_examples=4, deadline=None)
