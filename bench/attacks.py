@@ -1,4 +1,4 @@
-"""secsuite FGSM / PGD-10 / CW against ART and torchattacks: one process, one model, the same images.
+"""secsuite FGSM / PGD-10 / APGD-CE / CW against ART and torchattacks: one process, one model, the same images.
 
     uv run python bench/attacks.py [--n 512] [--cw-steps 5] [--cw-iters 20]
 
@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attacks.evasion import FGSM, PGD, CarliniWagnerL2  # noqa: E402
+from attacks.evasion import APGD, FGSM, PGD, CarliniWagnerL2  # noqa: E402
 from attacks.evasion.art_adapter import art_estimator  # noqa: E402
 from bench.common import benchmark_data, print_table, raw_forward_backward_time, timed, trained_small_cnn, write_results  # noqa: E402
 
@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--cw-steps", type=int, default=9, help="binary-search steps for both CW implementations")
     parser.add_argument("--cw-iters", type=int, default=50, help="iterations per binary-search step for both")
+    parser.add_argument("--cw-repeats", type=int, default=3, help="secsuite CW runs (median time; the floor is re-timed around each)")
+    parser.add_argument("--apgd-steps", type=int, default=100)
     parser.add_argument("--skip-art-cw", action="store_true", help="ART's CW is slow (minutes)")
     args = parser.parse_args()
 
@@ -67,20 +69,32 @@ def main() -> None:
         pgd_runs.append((seconds, seconds / (10 * floor_now)))
     seconds = min(s for s, _ in pgd_runs)
     record("secsuite", "PGD-10", seconds, result.x_adv, "linf", {"ratio_to_10_raw_passes": statistics.median(r for _, r in pgd_runs)})
+    apgd_floor = raw_forward_backward_time(model, x, y, repeats=1)
+    seconds, result = timed(lambda: APGD(eps=eps, steps=args.apgd_steps).attack(model, x, y))
+    record("secsuite", f"APGD-CE-{args.apgd_steps}", seconds, result.x_adv, "linf",
+           {"ratio_to_steps_plus_1_raw_passes": seconds / ((args.apgd_steps + 1) * apgd_floor)})
     cw = CarliniWagnerL2(binary_search_steps=args.cw_steps, max_iterations=args.cw_iters)
-    floor_before = raw_forward_backward_time(model, x, y, repeats=1)
-    seconds, result = timed(lambda: cw.attack(model, x, y))
-    floor_cw = (floor_before + raw_forward_backward_time(model, x, y, repeats=1)) / 2
-    record("secsuite", "CW-L2", seconds, result.x_adv, "l2",
-           {"iterations_run": cw.iterations_run, "ratio_to_iterations_x_raw_pass": seconds / (cw.iterations_run * floor_cw)})
+    cw_runs = []
+    for _ in range(args.cw_repeats):
+        floor_before = raw_forward_backward_time(model, x, y, repeats=1)
+        seconds, result = timed(lambda: cw.attack(model, x, y))
+        floor_cw = (floor_before + raw_forward_backward_time(model, x, y, repeats=1)) / 2
+        cw_runs.append((seconds, seconds / (cw.iterations_run * floor_cw)))
+    record("secsuite", "CW-L2", statistics.median(s for s, _ in cw_runs), result.x_adv, "l2",
+           {"iterations_run": cw.iterations_run, "ratio_to_iterations_x_raw_pass": statistics.median(r for _, r in cw_runs),
+            "runs_s": [s for s, _ in cw_runs]})
 
-    from art.attacks.evasion import CarliniL2Method, FastGradientMethod, ProjectedGradientDescent
+    from art.attacks.evasion import AutoProjectedGradientDescent, CarliniL2Method, FastGradientMethod, ProjectedGradientDescent
 
     seconds, x_adv = timed(lambda: FastGradientMethod(estimator, eps=eps, batch_size=args.n).generate(x.numpy(), y=one_hot), 3)
     record("ART", "FGSM", seconds, torch.from_numpy(x_adv), "linf")
     pgd = ProjectedGradientDescent(estimator, eps=eps, eps_step=step_size, max_iter=steps, batch_size=args.n, verbose=False)
     seconds, x_adv = timed(lambda: pgd.generate(x.numpy(), y=one_hot), 3)
     record("ART", "PGD-10", seconds, torch.from_numpy(x_adv), "linf")
+    art_apgd = AutoProjectedGradientDescent(estimator, eps=eps, eps_step=2 * eps, max_iter=args.apgd_steps, nb_random_init=1,
+                                            batch_size=args.n, loss_type="cross_entropy", verbose=False)
+    seconds, x_adv = timed(lambda: art_apgd.generate(x.numpy(), y=one_hot))
+    record("ART", f"APGD-CE-{args.apgd_steps}", seconds, torch.from_numpy(x_adv), "linf")
     if not args.skip_art_cw:
         art_cw = CarliniL2Method(estimator, binary_search_steps=args.cw_steps, max_iter=args.cw_iters, batch_size=128, verbose=False)
         seconds, x_adv = timed(lambda: art_cw.generate(x.numpy(), y=one_hot))
@@ -106,6 +120,10 @@ def main() -> None:
         "pgd10_over_10_raw_passes": by[("secsuite", "PGD-10")]["ratio_to_10_raw_passes"],
         "cw_over_iterations_x_raw_pass": by[("secsuite", "CW-L2")]["ratio_to_iterations_x_raw_pass"],
     }
+    apgd_name = f"APGD-CE-{args.apgd_steps}"
+    checks["apgd_success_minus_art"] = by[("secsuite", apgd_name)]["success_rate"] - by[("ART", apgd_name)]["success_rate"]
+    checks["apgd_speedup_over_art"] = by[("ART", apgd_name)]["time_s"] / by[("secsuite", apgd_name)]["time_s"]
+    checks["apgd_over_steps_plus_1_raw_passes"] = by[("secsuite", apgd_name)]["ratio_to_steps_plus_1_raw_passes"]
     if ("ART", "CW-L2") in by:
         ours, art = by[("secsuite", "CW-L2")], by[("ART", "CW-L2")]
         both = flipped[("secsuite", "CW-L2")] & flipped[("ART", "CW-L2")]
