@@ -18,7 +18,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from attacks.evasion.base import Attack, check_positive, l2_normalize, project
+from attacks.evasion.base import Attack, check_positive, check_positive_int, l2_normalize, project
 from secsuite.model import Classifier
 
 LOSSES = ("ce", "dlr")
@@ -39,17 +39,14 @@ class APGD(Attack):
     def __init__(self, eps: float = 0.1, norm: str = "linf", steps: int = 100, loss: str = "ce", restarts: int = 1,
                  rho: float = 0.75, momentum: float = 0.75, targeted: bool = False, seed: int = 0):
         super().__init__(eps, norm, targeted, seed)
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps}")
-        if int(restarts) != restarts or restarts < 1:
-            raise ValueError(f"restarts must be a positive integer, got {restarts}")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         for name, value in (("rho", rho), ("momentum", momentum)):
             check_positive(name, value)
             if value > 1:
                 raise ValueError(f"{name} must be in (0, 1], got {value}")
-        self.steps, self.loss, self.restarts, self.rho, self.momentum = int(steps), loss, int(restarts), float(rho), float(momentum)
+        self.steps, self.restarts = check_positive_int("steps", steps), check_positive_int("restarts", restarts)
+        self.loss, self.rho, self.momentum = loss, float(rho), float(momentum)
 
     def _objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         """Per example, the value the attacker maximises."""

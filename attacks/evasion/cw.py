@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from attacks.evasion.base import Attack, check_positive
+from attacks.evasion.base import Attack, check_positive, check_positive_int
 from secsuite.model import Classifier
 
 
@@ -28,13 +28,11 @@ class CarliniWagnerL2(Attack):
                  initial_const: float = 1e-3, confidence: float = 0.0, abort_early: bool = True,
                  targeted: bool = False, seed: int = 0, eps: float = 0.0, norm: str = "l2"):
         super().__init__(eps, norm, targeted, seed)
-        for name, value in (("binary_search_steps", binary_search_steps), ("max_iterations", max_iterations)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
         check_positive("learning_rate", learning_rate)
         check_positive("initial_const", initial_const)
         check_positive("confidence", confidence, allow_zero=True)
-        self.binary_search_steps, self.max_iterations = int(binary_search_steps), int(max_iterations)
+        self.binary_search_steps = check_positive_int("binary_search_steps", binary_search_steps)
+        self.max_iterations = check_positive_int("max_iterations", max_iterations)
         self.learning_rate, self.initial_const = float(learning_rate), float(initial_const)
         self.confidence, self.abort_early = float(confidence), bool(abort_early)
         self.iterations_run = 0

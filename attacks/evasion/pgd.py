@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from attacks.evasion.base import Attack, check_positive, l2_normalize, project
+from attacks.evasion.base import Attack, check_positive, check_positive_int, l2_normalize, project
 from secsuite.model import Classifier
 
 
@@ -15,13 +15,10 @@ class PGD(Attack):
     def __init__(self, eps: float = 0.1, norm: str = "linf", steps: int = 10, step_size: float | None = None,
                  random_start: bool = True, restarts: int = 1, targeted: bool = False, seed: int = 0):
         super().__init__(eps, norm, targeted, seed)
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps}")
-        if int(restarts) != restarts or restarts < 1:
-            raise ValueError(f"restarts must be a positive integer, got {restarts}")
         if step_size is not None:
             check_positive("step_size", step_size)
-        self.steps, self.restarts, self.random_start = int(steps), int(restarts), bool(random_start)
+        self.steps, self.restarts = check_positive_int("steps", steps), check_positive_int("restarts", restarts)
+        self.random_start = bool(random_start)
         # Madry et al.'s robustness library default: 2.5 * eps / steps (2/255 for 8/255 and 10 steps).
         self.step_size = float(step_size) if step_size is not None else 2.5 * self.eps / self.steps
 

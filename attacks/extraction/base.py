@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
+from attacks.evasion.base import check_positive_int
 from attacks.extraction.victim import OUTPUTS, BlackBoxVictim
 from secsuite.data import Dataset
 from secsuite.model import Classifier
@@ -65,12 +66,6 @@ def as_distribution(answer: torch.Tensor, num_classes: int) -> torch.Tensor:
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     loss = -(target * F.log_softmax(logits, 1)).sum(1)
     return loss.mean() if reduction == "mean" else loss
-
-
-def check_positive_int(name: str, value: int) -> int:
-    if int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
-    return int(value)
 
 
 class Extraction:

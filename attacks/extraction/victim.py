@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from attacks.evasion.base import check_positive_int
 from secsuite.errors import SecsuiteError
 from secsuite.model import Classifier
 
@@ -27,8 +28,7 @@ class BlackBoxVictim:
     """
 
     def __init__(self, classifier: Classifier, budget: int, output: str = "probabilities", top_k: int = 1):
-        if int(budget) != budget or budget < 1:
-            raise ValueError(f"budget must be a positive integer, got {budget}")
+        check_positive_int("budget", budget)
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         if int(top_k) != top_k or not 1 <= top_k <= classifier.num_classes:

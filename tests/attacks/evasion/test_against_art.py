@@ -27,14 +27,19 @@ def test_pgd_at_least_as_strong_as_art(digits_model, digits, norm, eps):
 
     x, y = digits.test.x, digits.test.y
     steps, step_size = 20, 2.5 * eps / 20
-    ours = PGD(eps=eps, norm=norm, steps=steps, step_size=step_size, seed=0).attack(digits_model, x, y)
-    np.random.seed(0)
-    art = ProjectedGradientDescent(art_estimator(digits_model), norm=np.inf if norm == "linf" else 2, eps=eps,
-                                   eps_step=step_size, max_iter=steps, num_random_init=1, verbose=False)
-    x_art = torch.from_numpy(art.generate(x.numpy(), y=np.eye(10, dtype=np.float32)[y.numpy()]))
-    art_robust = (digits_model.predict(x_art) == y).float().mean().item()
-    our_robust = ours.robust.float().mean().item()
-    assert our_robust <= art_robust + 0.01, (our_robust, art_robust)
+    # Averaged over three random starts each: one start moves either side by up to ~1.5 points on these 359 digits
+    # (and which model the fixture trains depends on the CPU's float kernels).
+    our_runs, art_runs = [], []
+    for seed in range(3):
+        ours = PGD(eps=eps, norm=norm, steps=steps, step_size=step_size, seed=seed).attack(digits_model, x, y)
+        our_runs.append(ours.robust.float().mean().item())
+        np.random.seed(seed)
+        art = ProjectedGradientDescent(art_estimator(digits_model), norm=np.inf if norm == "linf" else 2, eps=eps,
+                                       eps_step=step_size, max_iter=steps, num_random_init=1, verbose=False)
+        x_art = torch.from_numpy(art.generate(x.numpy(), y=np.eye(10, dtype=np.float32)[y.numpy()]))
+        art_runs.append((digits_model.predict(x_art) == y).float().mean().item())
+    our_robust, art_robust = sum(our_runs) / 3, sum(art_runs) / 3
+    assert our_robust <= art_robust + 0.01, (our_runs, art_runs)
     # Both must be real attacks on this undefended model, not no-ops.
     assert our_robust < digits_model.accuracy(x, y) - 0.1
 
