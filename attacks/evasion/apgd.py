@@ -52,6 +52,9 @@ class APGD(Attack):
         """Per example, the value the attacker maximises."""
         if self.loss == "ce":
             return -F.cross_entropy(logits, target, reduction="none") if self.targeted else F.cross_entropy(logits, y, reduction="none")
+        needed = 4 if self.targeted else 3
+        if logits.shape[1] < needed:
+            raise ValueError(f"loss 'dlr'{' (targeted)' if self.targeted else ''} needs at least {needed} classes, the model has {logits.shape[1]}")
         ranked = logits.sort(dim=1, descending=True).values
         true_logit = logits.gather(1, y[:, None]).squeeze(1)
         if self.targeted:

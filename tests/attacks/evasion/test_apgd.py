@@ -82,3 +82,10 @@ def test_restarts_only_help(digits_model, digits_eval):
 def test_bad_parameters_are_named(params, message):
     with pytest.raises(ValueError, match=message):
         make_attack("apgd", eps=0.1, norm="linf", **params)
+
+
+def test_dlr_needs_three_classes():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    model = Classifier(net, 2, (1, 2, 2)).eval()
+    with pytest.raises(ValueError, match="needs at least 3 classes"):
+        APGD(eps=0.1, steps=2, loss="dlr").attack(model, torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 0]))
