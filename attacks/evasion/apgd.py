@@ -52,9 +52,6 @@ class APGD(Attack):
         """Per example, the value the attacker maximises."""
         if self.loss == "ce":
             return -F.cross_entropy(logits, target, reduction="none") if self.targeted else F.cross_entropy(logits, y, reduction="none")
-        needed = 4 if self.targeted else 3
-        if logits.shape[1] < needed:
-            raise ValueError(f"loss 'dlr'{' (targeted)' if self.targeted else ''} needs at least {needed} classes, the model has {logits.shape[1]}")
         ranked = logits.sort(dim=1, descending=True).values
         true_logit = logits.gather(1, y[:, None]).squeeze(1)
         if self.targeted:
@@ -117,6 +114,9 @@ class APGD(Attack):
         return torch.where(done.view(shape), first_adv, best_x), done
 
     def _perturb(self, classifier: Classifier, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        needed = 4 if self.targeted else 3  # DLR's denominator reads the third (targeted: fourth) largest logit
+        if self.loss == "dlr" and classifier.num_classes < needed:
+            raise ValueError(f"loss 'dlr'{' (targeted)' if self.targeted else ''} needs at least {needed} classes, the model has {classifier.num_classes}")
         generator = torch.Generator().manual_seed(self.seed)
         result, done = self._one_run(classifier, x, y, target, generator)
         for _ in range(self.restarts - 1):

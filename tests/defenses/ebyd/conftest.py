@@ -29,25 +29,23 @@ def mnist_clean_model(mnist):
     return model
 
 
-@pytest.fixture(scope="session")
-def mnist_badnets(mnist):
-    """A BadNets backdoor with target 3 (not 0, so a detector that always answers 0 fails)."""
+def _backdoored(mnist, attack: BackdoorAttack) -> tuple[Classifier, BackdoorAttack]:
     train, _ = mnist
     torch.manual_seed(0)
     model = Classifier(bn_cnn(10, (1, 28, 28)), 10, (1, 28, 28))
-    attack = BackdoorAttack(BadNets(3), target=3, rate=0.1)
     attack.train(model, train, epochs=6, lr=2e-3)
     return model, attack
+
+
+@pytest.fixture(scope="session")
+def mnist_badnets(mnist):
+    """A BadNets backdoor with target 3 (not 0, so a detector that always answers 0 fails)."""
+    return _backdoored(mnist, BackdoorAttack(BadNets(3), target=3, rate=0.1))
 
 
 @pytest.fixture(scope="session")
 def mnist_blended(mnist):
-    train, _ = mnist
-    torch.manual_seed(0)
-    model = Classifier(bn_cnn(10, (1, 28, 28)), 10, (1, 28, 28))
-    attack = BackdoorAttack(Blended(0.2), target=0, rate=0.1)
-    attack.train(model, train, epochs=6, lr=2e-3)
-    return model, attack
+    return _backdoored(mnist, BackdoorAttack(Blended(0.2), target=0, rate=0.1))
 
 
 @pytest.fixture(scope="session")
