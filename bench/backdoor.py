@@ -1,6 +1,6 @@
 """Backdoor benchmark: BadNets / Blended at 10% poisoning on MNIST, EBYD detection on clean and backdoored models, removal.
 
-Run: OMP_NUM_THREADS=1 SECSUITE_PROGRESS=0 python -m bench.backdoor [--data mnist:../shared/data/mnist] [--epochs 10]
+Run: OMP_NUM_THREADS=1 SECSUITE_PROGRESS=0 python -m bench.backdoor [--data mnist:data/mnist] [--epochs 10]
 Writes bench/results/backdoor.json and prints a table. `--cases 0,1 --out A.json` runs a subset (to spread the
 cases over processes) and `--merge A.json B.json` joins such runs into the results file.
 
@@ -37,7 +37,7 @@ CALIBRATION = (5, 6, 7)
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default=f"mnist:{ROOT.parent.parent / 'shared/data/mnist'}")
+    parser.add_argument("--data", default=f"mnist:{ROOT.parent / 'data/mnist'}")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--clean-size", type=int, default=300, help="defender's clean images (taken from the training split)")
     parser.add_argument("--nc-steps", type=int, default=100)

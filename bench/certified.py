@@ -79,7 +79,7 @@ def overhead(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, method: s
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mnist", default=str(ROOT.parent / "shared/data/mnist"))
+    parser.add_argument("--mnist", default=str(ROOT / "data/mnist"))
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--ramp-epochs", type=int, default=25)
     parser.add_argument("--method", default="IBP", choices=["IBP", "CROWN-IBP"])

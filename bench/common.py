@@ -15,7 +15,7 @@ from secsuite.training import train_classifier
 from secsuite.zoo import build
 
 BENCH_DIR = Path(__file__).resolve().parent
-MNIST_DIR = BENCH_DIR.parents[1] / "shared" / "data" / "mnist"
+MNIST_DIR = BENCH_DIR.parent / "data" / "mnist"
 
 
 def benchmark_data() -> tuple[Dataset, Dataset, str]:

@@ -54,7 +54,7 @@ def torchattacks_pgd20(classifier: Classifier, data, eps: float, batch_size: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--mnist", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    parser.add_argument("--mnist", default=str(ROOT / "data" / "mnist"))
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--base-epochs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3)

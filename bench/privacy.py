@@ -6,7 +6,7 @@
    protected training sets, plain (ERM) and PGD adversarial training.
 2. DFME vs CaBaGe against a digits small_cnn victim (probabilities), same budget, mean over seeds.
 3. Knockoff with a 2,000-image surrogate pool against an MNIST small_cnn victim (real MNIST
-   8,000/2,000 split; skipped with a note when ../shared/data/mnist is absent).
+   8,000/2,000 split; skipped with a note when data/mnist is absent).
 Writes bench/results/privacy.json and prints a table.
 """
 
@@ -32,7 +32,7 @@ from secsuite.model import Classifier  # noqa: E402
 from secsuite.training import train_classifier  # noqa: E402
 from secsuite.zoo import build  # noqa: E402
 
-MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
+MNIST_DIR = ROOT / "data" / "mnist"
 
 
 def victim_model(data, epochs: int, seed: int = 0) -> Classifier:

@@ -1,4 +1,4 @@
-"""Shared fixtures: real small data (digits, MNIST when present) and a trained digits CNN."""
+"""Shared fixtures: real small data (digits, the MNIST test set shipped in data/mnist) and a trained digits CNN."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from secsuite.training import train_classifier
 from secsuite.zoo import build
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MNIST_DIR = REPO_ROOT.parent / "shared" / "data" / "mnist"
+MNIST_DIR = REPO_ROOT / "data" / "mnist"
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +37,4 @@ def digits_eval(digits):
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"MNIST test set not found at {MNIST_DIR}")
     return MNIST_DIR

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -9,14 +7,10 @@ from attacks.backdoor import BackdoorAttack, BadNets, Blended, bn_cnn, train_mod
 from secsuite.data import load_dataset
 from secsuite.model import Classifier
 
-MNIST = Path(__file__).resolve().parents[3].parent / "shared/data/mnist"
-
 
 @pytest.fixture(scope="session")
-def mnist():
-    if not MNIST.is_dir():
-        pytest.skip(f"real MNIST not found at {MNIST}")
-    data = load_dataset(f"mnist:{MNIST}")
+def mnist(mnist_dir):
+    data = load_dataset(f"mnist:{mnist_dir}")
     return data.train.subset(4000), data.test.subset(1000)
 
 
