@@ -16,6 +16,8 @@ from secsuite.resume import RunState
 from secsuite.threat import EvaluateSpec, ThreatModel
 
 ZERO_GRADIENT_NORM = 1e-10
+# (stronger, weaker): an iterative attack that leaves more examples robust than its one-step special case is not working.
+STRONGER_THAN = {("pgd", "fgsm"), ("apgd", "fgsm")}
 
 
 @dataclass
@@ -47,6 +49,23 @@ def attack_label(spec: EvaluateSpec) -> str:
     return f"art:{spec.name}" if spec.kind == "art" else spec.name
 
 
+def unique_labels(specs: list[EvaluateSpec]) -> list[str]:
+    """One report label per attack spec: the attack's name, and `name#k` for its k-th repeat (k >= 2),
+    so that two entries of the same attack with different parameters never share flags or credit."""
+    seen: dict[str, int] = {}
+    labels = []
+    for spec in specs:
+        name = attack_label(spec)
+        seen[name] = seen.get(name, 0) + 1
+        labels.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return labels
+
+
+def base_name(label: str) -> str:
+    """The attack behind a report label (`pgd#2` -> `pgd`)."""
+    return label.partition("#")[0]
+
+
 def evaluate_attacks(classifier: Classifier, data: Dataset, threat: ThreatModel, specs: list[EvaluateSpec], batch_size: int = 256,
                      state: RunState | None = None, world: World | None = None) -> AttackEvaluation:
     """Run every attack spec at every eps of the threat model; worst case = pointwise minimum over attacks.
@@ -66,9 +85,8 @@ def evaluate_attacks(classifier: Classifier, data: Dataset, threat: ThreatModel,
     total = sum(n_batches * (1 if p.minimum_norm else sum(1 for e in threat.eps if e > 0)) for p in prototypes)
     entries, robust_flags = [], {}
     with progress_bar("attacks", total) as advance:
-        for index, (spec, prototype) in enumerate(zip(attack_specs, prototypes)):
-            label = attack_label(spec)
-            checkpoint = f"{index}-{label}"
+        for index, (spec, label, prototype) in enumerate(zip(attack_specs, unique_labels(attack_specs), prototypes)):
+            checkpoint = f"{index}-{attack_label(spec)}"
             flags: dict[float, torch.Tensor] = {}
             results: list[EpsResult] = []
             if prototype.minimum_norm:
@@ -86,7 +104,7 @@ def evaluate_attacks(classifier: Classifier, data: Dataset, threat: ThreatModel,
                         flags[eps] = clean_correct.clone()
                         results.append(EpsResult(eps=0.0, robust_acc=float(clean_correct.float().mean()), success_rate=0.0))
                         continue
-                    attack = make_attack(label, eps, threat.norm, threat.targeted, threat.seed, **spec.params())
+                    attack = make_attack(attack_label(spec), eps, threat.norm, threat.targeted, threat.seed, **spec.params())
                     outcome = _outcome(attack, f"{checkpoint}-eps{eps!r}", classifier, data, batch_size, advance, state, world)
                     flags[eps] = outcome["robust"] & clean_correct
                     broken = clean_correct & ~outcome["robust"]
@@ -172,13 +190,15 @@ def validity_warnings(clean: CleanSection, attacks: list[AttackEntry], subject: 
                     f"{entry.name}: robust accuracy rises from {100 * before.robust_acc:.1f}% at eps {before.eps:g} "
                     f"to {100 * after.robust_acc:.1f}% at eps {after.eps:g}; the attack is not converging")))
                 break
-    by_name = {e.name: {r.eps: r.robust_acc for r in e.results} for e in attacks}
-    for stronger, weaker in (("pgd", "fgsm"), ("apgd", "fgsm")):
-        if stronger in by_name and weaker in by_name:
-            for eps, acc in by_name[stronger].items():
-                if eps in by_name[weaker] and acc > by_name[weaker][eps] + tolerance:
+    for stronger in attacks:
+        for weaker in attacks:
+            if (base_name(stronger.name), base_name(weaker.name)) not in STRONGER_THAN:
+                continue
+            weaker_acc = {r.eps: r.robust_acc for r in weaker.results}
+            for result in stronger.results:
+                if result.eps in weaker_acc and result.robust_acc > weaker_acc[result.eps] + tolerance:
                     warnings.append(ReportWarning(code="weaker_than_weaker_attack", subject=subject, message=(
-                        f"{stronger} leaves {100 * acc:.1f}% robust at eps {eps:g}, more than {weaker} "
-                        f"({100 * by_name[weaker][eps]:.1f}%): a sign of gradient masking or too few steps")))
+                        f"{stronger.name} leaves {100 * result.robust_acc:.1f}% robust at eps {result.eps:g}, more than {weaker.name} "
+                        f"({100 * weaker_acc[result.eps]:.1f}%): a sign of gradient masking or too few steps")))
                     break
     return warnings
