@@ -29,7 +29,7 @@ from secsuite.model import Classifier
 from secsuite.progress import log
 from secsuite.report import CleanSection, DataInfo, DefenseEntry, EpsDelta, Meta, ModelInfo, Report, ReportWarning, write_atomic, write_report
 from secsuite.resume import RunState
-from secsuite.sources import load_classifier
+from secsuite.sources import load_classifier, require_trust
 from secsuite.threat import AuditConfig, EvaluateSpec, load_config
 from secsuite.training import train_classifier
 
@@ -97,7 +97,7 @@ def prepare_model(config: AuditConfig, data: DataSplits, device: str | None = No
     spec = config.model
     input_shape = spec.input_shape or data.train.input_shape
     classifier = load_classifier(spec.source, spec.num_classes, input_shape, spec.weights, spec.mean, spec.std,
-                                 device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+                                 device=device or ("cuda" if torch.cuda.is_available() else "cpu"), trust_code=spec.trust_code)
     classifier.check_inputs(data.test.x[:1], data.test.y[:1])
     trained_here = spec.weights is None and spec.source.startswith("zoo:") and spec.train_epochs > 0
     if trained_here:
@@ -180,6 +180,7 @@ def check_plan(config: AuditConfig) -> None:
     from attacks import make_attack
     from defenses import make_defense
 
+    require_trust(config.model.source, config.model.trust_code)
     threat = config.threat
     for spec in config.evaluate:
         if spec.kind in ("attack", "art"):

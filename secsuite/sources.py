@@ -1,7 +1,12 @@
 """Model sources: zoo:NAME, torchvision:NAME, python:module:factory, torchscript:PATH.
 
-Weights are a state_dict loaded with `torch.load(weights_only=True)`: a checkpoint whose pickle
-would build arbitrary objects (and so could run code) is refused, never executed.
+Trust model (docs/security.md): a weights file may come from anyone. It is a state_dict loaded
+with `torch.load(weights_only=True)`, whose pickle may only build tensors and plain containers
+(a checkpoint that would run code is refused, never executed), or a safetensors file, which is
+raw tensor bytes behind a JSON header. A `python:` factory and a TorchScript archive are code:
+importing the one and `torch.jit.load` of the other run whatever they contain (TorchScript's
+`__setstate__` can create and overwrite files). They load only with `trust_code = true` in the
+model config, the user's statement that they vouch for that code.
 """
 
 from __future__ import annotations
@@ -20,15 +25,53 @@ from secsuite.model import Classifier
 SOURCES = {
     "zoo:NAME": "built-in architectures: " + ", ".join(sorted(zoo.ZOO)),
     "torchvision:NAME": "any torchvision.models name (weights from `weights`, never downloaded)",
-    "python:module:factory": "factory() in an importable module returning an nn.Module",
-    "torchscript:PATH": "a TorchScript archive (torch.jit.save); trusted code by construction",
+    "python:module:factory": "factory() in an importable module returning an nn.Module (code: needs trust_code = true)",
+    "torchscript:PATH": "a TorchScript archive (torch.jit.save) (code: needs trust_code = true)",
 }
+CODE_SOURCES = ("python", "torchscript")
+SAFETENSORS_PREFIX = "safetensors:"
 
 
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
+def require_trust(source: str, trust_code: bool) -> None:
+    """Refuse a source that runs code when loaded unless the config vouches for it."""
+    kind = source.partition(":")[0]
+    if kind in CODE_SOURCES and not trust_code:
+        raise ModelError(f"model.source {source!r} runs code when loaded; set model.trust_code = true only if you trust "
+                         "that code (untrusted models: a zoo/torchvision architecture plus a state_dict or safetensors file)")
+
+
+def weights_path(weights: str | Path) -> Path:
+    """The file behind a `weights` value (`safetensors:PATH` or a path)."""
+    return Path(str(weights).removeprefix(SAFETENSORS_PREFIX))
+
+
+def load_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a safetensors file (`safetensors:PATH` or a `.safetensors` name) or a torch state_dict."""
+    path = weights_path(weights)
     if not path.is_file():
         raise ModelError(f"weights file not found: {path}")
+    if str(weights).startswith(SAFETENSORS_PREFIX) or path.suffix == ".safetensors":
+        state = _load_safetensors(path)
+    else:
+        state = _load_torch_state_dict(path)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path}: expected a state_dict of tensors")
+    return state
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ModelError(f"{path}: reading safetensors needs the `safetensors` package") from None
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelError(f"{path}: not a readable safetensors file: {str(error).splitlines()[0][:160]}") from None
+
+
+def _load_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -38,12 +81,11 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise ModelError(f"{path}: cannot read checkpoint: {type(error).__name__}: {str(error)[:160]}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{path}: expected a state_dict of tensors")
     return state
 
 
-def build_module(source: str, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+def build_module(source: str, num_classes: int, input_shape: tuple[int, int, int], trust_code: bool = False) -> nn.Module:
+    require_trust(source, trust_code)
     kind, _, rest = source.partition(":")
     if kind == "zoo":
         try:
@@ -90,8 +132,11 @@ def load_classifier(
     mean: list[float] | None = None,
     std: list[float] | None = None,
     device: str | torch.device | None = None,
+    trust_code: bool = False,
 ) -> Classifier:
-    module = build_module(source, num_classes, input_shape)
+    """`weights`: a state_dict file, or safetensors (`safetensors:PATH` or a `.safetensors` file).
+    `trust_code`: allow the sources that run code when loaded (python:, torchscript:)."""
+    module = build_module(source, num_classes, input_shape, trust_code)
     if weights is not None:
         state = load_state_dict(weights)
         try:

@@ -56,6 +56,8 @@ class ModelSpec(_Strict):
     # When no weights are given for a zoo model, train it on the training split first.
     train_epochs: int = Field(default=30, ge=0)
     train_lr: float = Field(default=1e-3, gt=0)
+    # python: and torchscript: sources run code when loaded; only a user who vouches for it sets this.
+    trust_code: bool = False
 
 
 class DataSpec(_Strict):

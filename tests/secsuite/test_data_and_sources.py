@@ -123,9 +123,46 @@ def test_state_dict_round_trip_and_mismatch(tmp_path):
 def test_torchscript_torchvision_and_python_sources(tmp_path):
     scripted = torch.jit.script(build("small_cnn", 10, (1, 8, 8)))
     scripted.save(str(tmp_path / "m.pt"))
-    assert load_classifier(f"torchscript:{tmp_path / 'm.pt'}", 10, (1, 8, 8))(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+    trusted = {"trust_code": True}
+    assert load_classifier(f"torchscript:{tmp_path / 'm.pt'}", 10, (1, 8, 8), **trusted)(torch.rand(2, 1, 8, 8)).shape == (2, 10)
     assert load_classifier("torchvision:resnet18", 10, (3, 32, 32))(torch.rand(2, 3, 32, 32)).shape == (2, 10)
-    assert load_classifier("python:tests.secsuite.factories:tiny", 10, (1, 8, 8))(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+    assert load_classifier("python:tests.secsuite.factories:tiny", 10, (1, 8, 8), **trusted)(torch.rand(2, 1, 8, 8)).shape == (2, 10)
     for source, message in (("zoo:nope", "unknown zoo model"), ("python:nope.mod:f", "cannot import"), ("bogus:x", "unknown model source")):
         with pytest.raises(ModelError, match=message):
-            load_classifier(source, 10, (1, 8, 8))
+            load_classifier(source, 10, (1, 8, 8), **trusted)
+
+
+def test_python_source_is_code_and_needs_trust_code(tmp_path, monkeypatch):
+    planted = tmp_path / "planted"
+    (tmp_path / "planting_factory.py").write_text(
+        f"from pathlib import Path\nPath({str(planted)!r}).touch()\nfrom torch import nn\n"
+        "def build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModelError, match="model.trust_code"):
+        load_classifier("python:planting_factory:build", 10, (1, 8, 8))
+    assert not planted.exists()
+    # The module really runs code at import: with the user's word for it, it does.
+    assert load_classifier("python:planting_factory:build", 10, (1, 8, 8), trust_code=True)
+    assert planted.exists()
+
+
+@pytest.mark.parametrize("spelling", ["{dir}/w.safetensors", "safetensors:{dir}/w.bin"])
+def test_safetensors_weights(tmp_path, spelling):
+    from safetensors.torch import save_file
+
+    net = build("small_cnn", 10, (1, 8, 8))
+    weights = spelling.format(dir=tmp_path)
+    save_file(net.state_dict(), str(weights).removeprefix("safetensors:"))
+    classifier = load_classifier("zoo:small_cnn", 10, (1, 8, 8), weights=weights)
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.equal(classifier(x), net(x))
+
+
+def test_truncated_safetensors_is_a_clear_error(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file(build("small_cnn", 10, (1, 8, 8)).state_dict(), str(tmp_path / "w.safetensors"))
+    raw = (tmp_path / "w.safetensors").read_bytes()
+    (tmp_path / "w.safetensors").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ModelError, match="w.safetensors: not a readable safetensors file"):
+        load_state_dict(tmp_path / "w.safetensors")
