@@ -12,6 +12,7 @@ model config, the user's statement that they vouch for that code.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pickle
 from pathlib import Path
 
@@ -43,6 +44,36 @@ def require_trust(source: str, trust_code: bool) -> None:
 def weights_path(weights: str | Path) -> Path:
     """The file behind a `weights` value (`safetensors:PATH` or a path)."""
     return Path(str(weights).removeprefix(SAFETENSORS_PREFIX))
+
+
+def check_source(source: str, weights: str | Path | None, trust_code: bool) -> None:
+    """Refuse an unknown source name, a missing module or file, or missing weights, without importing the
+    user's module or reading any file (what `secsuite validate` can know before an audit runs)."""
+    require_trust(source, trust_code)
+    kind, _, rest = source.partition(":")
+    if kind == "zoo" and rest not in zoo.ZOO:
+        raise ModelError(f"unknown zoo model {rest!r}; choose from {', '.join(sorted(zoo.ZOO))}")
+    if kind == "torchvision":
+        import torchvision
+
+        if rest.lower() not in torchvision.models.list_models():
+            raise ModelError(f"unknown torchvision model {rest!r} (see torchvision.models.list_models())")
+    if kind == "python":
+        module_name, _, factory_name = rest.rpartition(":")
+        if not module_name or not factory_name:
+            raise ModelError(f"python source must look like python:package.module:factory, got {source!r}")
+        try:
+            found = importlib.util.find_spec(module_name)  # imports the parent packages only
+        except (Exception, SystemExit) as error:
+            raise ModelError(f"cannot import {module_name}: {_describe(error)}") from None
+        if found is None:
+            raise ModelError(f"cannot import {module_name}:{factory_name}: no module named {module_name!r}")
+    if kind == "torchscript" and not Path(rest).is_file():
+        raise ModelError(f"TorchScript file not found: {rest}")
+    if kind not in ("zoo", "torchvision", "python", "torchscript"):
+        raise ModelError(f"unknown model source {source!r}; use zoo:NAME, torchvision:NAME, python:module:factory or torchscript:PATH")
+    if weights is not None and not weights_path(weights).is_file():
+        raise ModelError(f"weights file not found: {weights_path(weights)}")
 
 
 def load_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
@@ -84,6 +115,11 @@ def _load_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _describe(error: BaseException) -> str:
+    text = str(error).splitlines()[0][:160] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def build_module(source: str, num_classes: int, input_shape: tuple[int, int, int], trust_code: bool = False) -> nn.Module:
     require_trust(source, trust_code)
     kind, _, rest = source.partition(":")
@@ -107,7 +143,12 @@ def build_module(source: str, num_classes: int, input_shape: tuple[int, int, int
             factory = getattr(importlib.import_module(module_name), factory_name)
         except (ImportError, AttributeError) as error:
             raise ModelError(f"cannot import {module_name}:{factory_name}: {error}") from None
-        module = factory()
+        except (Exception, SystemExit) as error:  # the module's own code failed (or called sys.exit) on import
+            raise ModelError(f"importing {module_name} failed: {_describe(error)}") from None
+        try:
+            module = factory()
+        except (Exception, SystemExit) as error:
+            raise ModelError(f"{module_name}:{factory_name}() failed: {_describe(error)}") from None
         if isinstance(module, Classifier):
             module = module.net
         if not isinstance(module, nn.Module):
