@@ -63,6 +63,12 @@ def fold_temperature(classifier: Classifier, temperature: float) -> None:
         raise ModelError("evaluate_temperature: the last nn.Linear layer is not the model's output layer, so logits/T cannot be folded in")
 
 
+def soft_label_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean cross-entropy of the student's softmax(z/T) against the teacher's soft labels softmax(t/T)."""
+    soft = F.softmax(teacher_logits / temperature, dim=1)
+    return -(soft * F.log_softmax(student_logits / temperature, dim=1)).sum(1).mean()
+
+
 class DefensiveDistillation(Defense):
     name = "distillation"
 
@@ -90,8 +96,8 @@ class DefensiveDistillation(Defense):
         def soft_label_loss(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             # The teacher is fixed and in eval mode, so its soft labels are the same every epoch.
             with torch.no_grad():
-                soft = F.softmax(teacher(x) / T, dim=1)
-            return -(soft * F.log_softmax(model(x) / T, dim=1)).sum(1).mean()
+                teacher_logits = teacher(x)
+            return soft_label_cross_entropy(model(x), teacher_logits, T)
 
         student = reinitialise(classifier, self.seed + 1)
         student_losses = train_classifier(

@@ -33,6 +33,14 @@ def checkpoints(steps: int) -> list[int]:
     return sorted(mark for mark in marks if 0 < mark <= steps)
 
 
+def halving_due(rises: torch.Tensor, iterations: int, rho: float, halved_last: torch.Tensor, best_value: torch.Tensor,
+                best_at_last: torch.Tensor) -> torch.Tensor:
+    """Per example, whether a checkpoint halves the step: (1) the objective rose in fewer than rho of the
+    `iterations` since the last checkpoint, or (2) the step was not halved at the last checkpoint and the
+    best objective has not improved since."""
+    return (rises < rho * iterations) | (~halved_last & (best_value <= best_at_last))
+
+
 class APGD(Attack):
     name = "apgd"
 
@@ -104,9 +112,7 @@ class APGD(Attack):
             best_x[improved], best_value[improved], best_grad[improved] = x_adv[improved], value[improved], grad[improved]
             best_previous[improved] = x_previous[improved]
             if iteration in check_at:
-                no_progress = rises < self.rho * (iteration - last_check)
-                stalled = ~halved_last & (best_value <= best_at_last)
-                halve = no_progress | stalled
+                halve = halving_due(rises, iteration - last_check, self.rho, halved_last, best_value, best_at_last)
                 step = torch.where(halve, step / 2, step)
                 x_adv[halve], grad[halve], x_previous[halve] = best_x[halve], best_grad[halve], best_previous[halve]
                 halved_last, best_at_last, last_check = halve, best_value.clone(), iteration

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from defenses import make_defense
-from defenses.distillation import fold_temperature
+from defenses.distillation import fold_temperature, soft_label_cross_entropy
 from secsuite import audit
 from secsuite.errors import ModelError
 from secsuite.evaluation import clean_section
@@ -69,6 +69,22 @@ def test_evaluating_logits_over_t_removes_the_masking(distilled_report, digits):
     assert distilled.accuracy(data.x, data.y) == pytest.approx(report.defenses[0].clean_acc)
     assert clean_section(distilled, data).zero_gradient_fraction > 0.1
     assert clean_section(scaled, data).zero_gradient_fraction < 0.02
+
+
+def test_student_loss_is_minimised_by_matching_the_teacher_at_temperature():
+    """The student learns the teacher's softened distribution softmax(t/T): at every T its loss is stationary
+    exactly where its logits equal the teacher's, and not where they match only after a change of scale."""
+    teacher = torch.tensor([[300.0, 150.0, -100.0, 0.0], [50.0, 320.0, 100.0, -150.0]])
+    for temperature in (1.0, 20.0, 100.0):
+        student = teacher.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(soft_label_cross_entropy(student, teacher, temperature), student)
+        assert grad.abs().max().item() < 1e-6, temperature
+    rescaled = (teacher / 100).requires_grad_(True)  # the same argmax and ranking, a different distribution at T=100
+    (grad,) = torch.autograd.grad(soft_label_cross_entropy(rescaled, teacher, 100.0), rescaled)
+    assert grad.abs().max().item() > 1e-3
+    # The soft labels at T=100 are soft (the point of distillation); at T=1 they are one-hot.
+    entropy = {T: soft_label_cross_entropy(teacher, teacher, T).item() for T in (1.0, 100.0)}
+    assert entropy[1.0] < 1e-6 and entropy[100.0] > 0.5
 
 
 def test_fold_refuses_a_model_whose_last_linear_is_not_the_output():
