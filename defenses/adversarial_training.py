@@ -25,6 +25,7 @@ from attacks.evasion.base import NORMS, check_positive, l2_normalize, project
 from attacks.evasion.pgd import PGD
 from defenses.base import Defense, DefenseResult
 from secsuite.data import Dataset
+from secsuite.files import save_torch
 from secsuite.model import Classifier
 from secsuite.progress import log, progress_bar
 from secsuite.threat import ThreatModel
@@ -128,11 +129,8 @@ class AdversarialTraining(Defense):
                 log_rows.append({"epoch": epoch + 1, "eps": eps, "loss": total_loss / len(train_data),
                                  "train_adv_acc": correct / len(train_data), "time_s": elapsed})
                 if path is not None:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    temp = path.with_suffix(".tmp")
-                    torch.save({"model": classifier.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                                "elapsed": elapsed, "log": json.dumps(log_rows)}, temp)
-                    temp.replace(path)
+                    save_torch(path, {"model": classifier.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                                      "elapsed": elapsed, "log": json.dumps(log_rows)})
                 advance()
         classifier.eval()
         classifier.reset_counters()

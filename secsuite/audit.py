@@ -27,7 +27,8 @@ from secsuite.errors import ConfigError
 from secsuite.evaluation import AttackEvaluation, clean_section, evaluate_attacks, validity_warnings
 from secsuite.model import Classifier
 from secsuite.progress import log
-from secsuite.report import CleanSection, DataInfo, DefenseEntry, EpsDelta, Meta, ModelInfo, Report, ReportWarning, write_atomic, write_report
+from secsuite.files import check_output_dir, save_torch, write_atomic
+from secsuite.report import CleanSection, DataInfo, DefenseEntry, EpsDelta, Meta, ModelInfo, Report, ReportWarning, write_report
 from secsuite.resume import RunState
 from secsuite.sources import load_classifier, require_trust
 from secsuite.threat import AuditConfig, EvaluateSpec, load_config
@@ -126,12 +127,8 @@ def run_defense(context: AuditContext, spec) -> tuple[DefenseEntry, list[ReportW
 
     defense = make_defense(spec.name, **spec.params())
     result = defense.fit(copy.deepcopy(context.classifier), context.data.train, context.threat)
-    models_dir = context.out_dir / "models"
-    models_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = models_dir / f"{spec.name}.pt"
-    temp = checkpoint.with_suffix(".pt.tmp")
-    torch.save(result.classifier.net.state_dict(), temp)
-    temp.replace(checkpoint)
+    checkpoint = context.out_dir / "models" / f"{spec.name}.pt"
+    save_torch(checkpoint, result.classifier.net.state_dict())
     model_spec = context.config.model
     write_atomic(checkpoint.with_suffix(".json"), json.dumps({
         "source": model_spec.source, "weights": str(checkpoint), "num_classes": model_spec.num_classes,
@@ -218,6 +215,8 @@ def audit(config: AuditConfig | str | Path | None = None, out_dir: str | Path | 
     classifier, model_info = prepare_model(config, data, device=world.device(), state=state, world=world)
     classifier.check_inputs(eval_data.x, eval_data.y)
     section_time["model"] = time.perf_counter() - tick
+    if world.is_main and (write or resume):
+        check_output_dir(out_dir)  # a folder that cannot be written fails now, not after training
     context = AuditContext(config, classifier, data, eval_data, out_dir, section_time_s=section_time)
 
     tick = time.perf_counter()

@@ -57,11 +57,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from secsuite.report import RENDERERS, Report, write_atomic
+    from secsuite.files import check_output_dir, write_atomic
+    from secsuite.report import RENDERERS, Report
 
     path = Path(args.report)
     if not path.is_file():
         return _fail(f"report file not found: {path}")
+    if args.output:
+        if Path(args.output).is_dir():
+            return _fail(f"-o {args.output} is a folder; give the file to write")
+        check_output_dir(Path(args.output).parent)
     try:
         report = Report.from_json(path.read_text())
     except ValidationError as error:
@@ -129,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (SecsuiteError, ValueError) as error:
         return _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
+    except OSError as error:  # a file or folder the user named that the system refuses
+        return _fail(f"{error.filename}: {error.strerror}" if error.filename else str(error))
     except KeyboardInterrupt:
         return _fail("interrupted")
 

@@ -15,3 +15,11 @@ class DataError(SecsuiteError):
 
 class ModelError(SecsuiteError):
     """A model source or checkpoint cannot be loaded safely."""
+
+
+class OutputError(SecsuiteError):
+    """An output folder or file cannot be written (not a folder, read-only, full disk)."""
+
+
+class ResumeError(SecsuiteError):
+    """A --resume state belongs to another run (other weights, data or code) or cannot be read."""

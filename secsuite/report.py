@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import html as html_lib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from secsuite.files import replace_file_set
 from secsuite.sections import backdoor as backdoor_section
 from secsuite.sections import certified as certified_section
 from secsuite.sections import extraction as extraction_section
@@ -159,20 +158,6 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write through a temp file in the same folder and rename, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
@@ -298,9 +283,6 @@ SUFFIXES = {"json": "report.json", "md": "report.md", "html": "report.html"}
 
 
 def write_report(report: Report, out_dir: str | Path, formats: list[str] = ("json", "md", "html")) -> list[Path]:
-    written = []
-    for fmt in formats:
-        path = Path(out_dir) / SUFFIXES[fmt]
-        write_atomic(path, RENDERERS[fmt](report))
-        written.append(path)
-    return written
+    """Render every format first, then swap the whole set into `out_dir` at once: a reader, a kill or a
+    full disk leaves the previous report set or this one, never json from one run and html from another."""
+    return replace_file_set(out_dir, {SUFFIXES[fmt]: RENDERERS[fmt](report) for fmt in formats})

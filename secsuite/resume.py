@@ -10,15 +10,13 @@ has a different hash and never sees these files.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from secsuite.report import write_atomic
+from secsuite.files import save_torch, write_atomic
 
 
 def _safe(key: str) -> str:
@@ -36,28 +34,17 @@ class RunState:
             return None
         return torch.load(path, weights_only=True)
 
-    def _save_tensors(self, path: Path, obj: Any) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
-            torch.save(obj, temp)
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-
     def load_model(self) -> dict[str, torch.Tensor] | None:
         return self._load_tensors(self.root / "model.pt")
 
     def save_model(self, state_dict: dict[str, torch.Tensor]) -> None:
-        self._save_tensors(self.root / "model.pt", state_dict)
+        save_torch(self.root / "model.pt", state_dict)
 
     def load_evaluation(self, key: str) -> dict | None:
         return self._load_tensors(self.root / "evaluations" / f"{_safe(key)}.pt")
 
     def save_evaluation(self, key: str, outcome: dict) -> None:
-        self._save_tensors(self.root / "evaluations" / f"{_safe(key)}.pt", outcome)
+        save_torch(self.root / "evaluations" / f"{_safe(key)}.pt", outcome)
 
     def load_step(self, key: str) -> Any:
         path = self.root / "steps" / f"{_safe(key)}.json"

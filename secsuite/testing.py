@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from secsuite.report import Report, write_atomic
+from secsuite.files import write_atomic
+from secsuite.report import Report
 
 # Fields that legitimately differ between two runs of the same config and seed.
 TIMING_FIELDS = frozenset({"wall_time_s", "section_time_s", "time_s", "training_time_s", "started_at"})

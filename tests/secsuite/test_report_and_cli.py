@@ -13,7 +13,8 @@ import torch
 
 import secsuite
 from secsuite.cli import main
-from secsuite.report import json_schema, to_html, to_markdown, write_atomic
+from secsuite.files import write_atomic
+from secsuite.report import json_schema, to_html, to_markdown
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY = """

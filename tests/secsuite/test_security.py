@@ -6,8 +6,12 @@ traceback, and the report an earlier run left in the output folder is byte-ident
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +22,10 @@ import torch
 from torch import nn
 
 from secsuite.cli import main
-from secsuite.errors import ModelError
+from secsuite.files import SET_LINK, replace_file_set
+from secsuite.report import Report, write_report
 from secsuite.sources import load_classifier
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_AUDIT = """
 [model]
 train_epochs = 1
@@ -36,10 +40,9 @@ name = "fgsm"
 REPORT_FILES = ("report.json", "report.md", "report.html")
 
 
-def secsuite_command(*args: str, cwd: Path, **run) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SECSUITE_PROGRESS": "0", "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "secsuite", *args], cwd=cwd, env=env, capture_output=True, text=True,
+def secsuite_command(*args: str, cwd: Path, prefix: tuple[str, ...] = (), **run) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SECSUITE_PROGRESS": "0"}
+    return subprocess.run([*prefix, sys.executable, "-m", "secsuite", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=300, **run)
 
 
@@ -105,3 +108,137 @@ def test_torchscript_is_code_and_needs_trust_code(out, tmp_path):
     assert load_classifier(f"torchscript:{tmp_path / 'model.pt'}", 10, (1, 8, 8), trust_code=True)
     assert planted.exists()
 
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (links as their targets' names), to compare a folder before and after."""
+    return {str(path.relative_to(folder)): os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_symlink() or path.is_file()}
+
+
+def read_only(folder: Path) -> tuple[str, ...]:
+    """Command prefix: run with `folder` bind-mounted read-only in a private mount namespace (root cannot write there either)."""
+    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+    return ("unshare", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(folder))
+
+
+UNWRITABLE = {  # case: (target under the earlier run's folder, command prefix, problem named)
+    "a file": (lambda out: out / "report.json", lambda out: (), "is a file"),
+    "under a file": (lambda out: out / "report.json" / "sub", lambda out: (), "is under a file"),
+    "read-only": (lambda out: out / "sub", read_only, "Read-only file system"),
+    "under /proc": (lambda out: Path("/proc/secsuite-out"), lambda out: (), "cannot be created or written"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNWRITABLE))
+def test_unwritable_out_fails_before_any_work(case, out, tmp_path):
+    target, prefix, problem = UNWRITABLE[case]
+    (tmp_path / "audit.toml").write_text(TINY_AUDIT)
+    before = tree_bytes(out)
+    done = secsuite_command("audit", "audit.toml", "--out", str(target(out)), cwd=tmp_path, prefix=prefix(out))
+    assert_refused(done, f"output folder {target(out)}", problem)
+    assert tree_bytes(out) == before
+
+
+@pytest.mark.parametrize("case", sorted(UNWRITABLE))
+def test_unwritable_report_output_is_one_line(case, out, tmp_path):
+    target, prefix, problem = UNWRITABLE[case]
+    before = tree_bytes(out)
+    done = secsuite_command("report", str(out / "report.json"), "-o", str(target(out) / "r.md"), cwd=tmp_path, prefix=prefix(out))
+    assert_refused(done, f"output folder {target(out)}", problem)
+    assert tree_bytes(out) == before
+
+
+def test_report_output_that_is_a_folder_is_one_line(out, tmp_path):
+    before = tree_bytes(out)
+    assert_refused(secsuite_command("report", str(out / "report.json"), "-o", str(out), cwd=tmp_path), f"-o {out} is a folder")
+    assert tree_bytes(out) == before
+
+
+def file_size_limit(limit: int):
+    # Python ignores SIGXFSZ, so a write past the limit fails with EFBIG ("File too large"), as on a full disk.
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def assert_nothing_old_lost(before: dict[str, bytes], out: Path) -> None:
+    """Every file the earlier run left is unchanged and no temp file or half-written report set is left."""
+    after = tree_bytes(out)
+    assert {name: after.get(name) for name in before} == before
+    assert not [name for name in after if name.endswith(".tmp")]
+    assert len(list(out.glob(".report-*"))) == 1
+
+
+def test_full_disk_while_saving_the_trained_model(out, tmp_path):
+    # Another seed replaces every result; the trained model (about 215 KB) is the first file over 100 KB.
+    (tmp_path / "audit.toml").write_text(TINY_AUDIT.replace("eps = [0.1]", "eps = [0.1]\nseed = 1"))
+    before = tree_bytes(out)
+    done = secsuite_command("audit", "audit.toml", "--out", str(out), cwd=tmp_path, preexec_fn=file_size_limit(100_000))
+    assert_refused(done, "model.pt", "File too large")
+    assert_nothing_old_lost(before, out)
+
+
+def test_full_disk_while_writing_the_report_set(out, tmp_path):
+    # Given weights, nothing is trained; json (2 KB) and md (1 KB) fit under 16 KB, the html (about 30 KB) does not.
+    weights = next(out.glob(".state/*/model.pt"))
+    (tmp_path / "audit.toml").write_text(TINY_AUDIT.replace("[model]", f"[model]\nweights = {str(weights)!r}"))
+    before = tree_bytes(out)
+    done = secsuite_command("audit", "audit.toml", "--out", str(out), cwd=tmp_path, preexec_fn=file_size_limit(16_000))
+    assert_refused(done, "report.html", "File too large")
+    assert_nothing_old_lost(before, out)
+
+
+# Runs the CLI and SIGKILLs itself right after the first file of the new report set is on disk.
+KILLED_INSIDE_REPORT_SET = """
+import os, signal, sys
+from secsuite import files
+from secsuite.cli import main
+
+write = files.write_atomic
+def write_then_die(path, content):
+    write(path, content)
+    if path.parent.name.startswith(files.SET_PREFIX):
+        os.kill(os.getpid(), signal.SIGKILL)
+files.write_atomic = write_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_kill_while_writing_the_report_set_leaves_the_old_set(out, tmp_path):
+    (tmp_path / "audit.toml").write_text(TINY_AUDIT.replace("eps = [0.1]", "eps = [0.1]\nseed = 1"))
+    before = report_bytes(out)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SECSUITE_PROGRESS": "0"}
+    killed = subprocess.run([sys.executable, "-c", KILLED_INSIDE_REPORT_SET, "audit", "audit.toml", "--out", str(out)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert report_bytes(out) == before
+
+    assert main(["audit", str(tmp_path / "audit.toml"), "--out", str(out), "--resume"]) == 0
+    after = report_bytes(out)
+    assert json.loads(after["report.json"])["meta"]["seed"] == 1
+    assert b"seed 1." in after["report.md"] and b"seed 1." in after["report.html"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_report_files_follow_the_umask(mask, earlier_run, tmp_path):
+    report = Report.from_json((earlier_run / "report.json").read_text())
+    previous = os.umask(mask)
+    try:
+        write_report(report, tmp_path / "out")
+    finally:
+        os.umask(previous)
+    assert {name: stat.S_IMODE((tmp_path / "out" / name).stat().st_mode) for name in REPORT_FILES} == dict.fromkeys(REPORT_FILES, 0o666 & ~mask)
+    assert stat.S_IMODE((tmp_path / "out" / SET_LINK).stat().st_mode) == 0o777 & ~mask
+
+
+def test_report_set_replaces_plain_files_and_dropped_formats(tmp_path):
+    for name in ("report.json", "report.html"):  # as an older secsuite left them
+        (tmp_path / name).write_text(f"old {name}")
+    replace_file_set(tmp_path, {"report.json": "A json", "report.html": "A html"})
+    assert {name: (tmp_path / name).read_text() for name in ("report.json", "report.html")} == {"report.json": "A json", "report.html": "A html"}
+    first = (tmp_path / SET_LINK).resolve()
+
+    replace_file_set(tmp_path, {"report.json": "B json"})
+    assert (tmp_path / "report.json").read_text() == "B json" and not os.path.lexists(tmp_path / "report.html")
+    # The set just replaced stays for a reader that resolved the link before the swap; older ones go.
+    assert sorted(tmp_path.glob(".report-*")) == sorted([first, (tmp_path / SET_LINK).resolve()])
+    assert (first / "report.html").read_text() == "A html"
