@@ -29,7 +29,7 @@ from secsuite.model import Classifier
 from secsuite.progress import log
 from secsuite.files import check_output_dir, save_torch, write_atomic
 from secsuite.report import CleanSection, DataInfo, DefenseEntry, EpsDelta, Meta, ModelInfo, Report, ReportWarning, write_report
-from secsuite.resume import RunState
+from secsuite.resume import RunState, fingerprint
 from secsuite.sources import load_classifier, require_trust
 from secsuite.threat import AuditConfig, EvaluateSpec, load_config
 from secsuite.training import train_classifier
@@ -202,21 +202,23 @@ def audit(config: AuditConfig | str | Path | None = None, out_dir: str | Path | 
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     out_dir = Path(out_dir or config.output.dir)
     world = World.from_env()
+    if world.is_main and (write or resume):
+        check_output_dir(out_dir)  # a folder that cannot be written fails now, not after training
     # Reproducible GPU runs: no autotuned, nondeterministic convolution algorithms.
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
-    # A run that writes nothing (write=False) checkpoints nothing either.
-    state = RunState(out_dir, config.config_hash(), reuse=resume) if world.is_main and (write or resume) else None
     section_time: dict[str, float] = {}
 
     tick = time.perf_counter()
     torch.manual_seed(config.threat.seed)
     data = load_dataset(config.data.source)
+    # A run that writes nothing (write=False) checkpoints nothing either. The state belongs to these
+    # weights, data and code: --resume refuses one that was computed from others.
+    state = (RunState(out_dir, config, fingerprint(config, data, {"git_revision": git_revision(), **versions()}), reuse=resume)
+             if world.is_main and (write or resume) else None)
     eval_data = data.test.subset(config.data.limit)
     classifier, model_info = prepare_model(config, data, device=world.device(), state=state, world=world)
     classifier.check_inputs(eval_data.x, eval_data.y)
     section_time["model"] = time.perf_counter() - tick
-    if world.is_main and (write or resume):
-        check_output_dir(out_dir)  # a folder that cannot be written fails now, not after training
     context = AuditContext(config, classifier, data, eval_data, out_dir, section_time_s=section_time)
 
     tick = time.perf_counter()

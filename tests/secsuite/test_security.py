@@ -25,6 +25,8 @@ from secsuite.cli import main
 from secsuite.files import SET_LINK, replace_file_set
 from secsuite.report import Report, write_report
 from secsuite.sources import load_classifier
+from secsuite.testing import comparable
+from tests.secsuite.test_determinism import IGNORED
 
 TINY_AUDIT = """
 [model]
@@ -38,11 +40,12 @@ eps = [0.1]
 name = "fgsm"
 """
 REPORT_FILES = ("report.json", "report.md", "report.html")
+# The same thread count as this process, so that a subprocess computes exactly what an in-process run does.
+ENV = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "SECSUITE_PROGRESS": "0"}
 
 
 def secsuite_command(*args: str, cwd: Path, prefix: tuple[str, ...] = (), **run) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SECSUITE_PROGRESS": "0"}
-    return subprocess.run([*prefix, sys.executable, "-m", "secsuite", *args], cwd=cwd, env=env, capture_output=True, text=True,
+    return subprocess.run([*prefix, sys.executable, "-m", "secsuite", *args], cwd=cwd, env=ENV, capture_output=True, text=True,
                           timeout=300, **run)
 
 
@@ -206,9 +209,8 @@ sys.exit(main(sys.argv[1:]))
 def test_kill_while_writing_the_report_set_leaves_the_old_set(out, tmp_path):
     (tmp_path / "audit.toml").write_text(TINY_AUDIT.replace("eps = [0.1]", "eps = [0.1]\nseed = 1"))
     before = report_bytes(out)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SECSUITE_PROGRESS": "0"}
     killed = subprocess.run([sys.executable, "-c", KILLED_INSIDE_REPORT_SET, "audit", "audit.toml", "--out", str(out)],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+                            cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert report_bytes(out) == before
 
@@ -242,3 +244,39 @@ def test_report_set_replaces_plain_files_and_dropped_formats(tmp_path):
     # The set just replaced stays for a reader that resolved the link before the swap; older ones go.
     assert sorted(tmp_path.glob(".report-*")) == sorted([first, (tmp_path / SET_LINK).resolve()])
     assert (first / "report.html").read_text() == "A html"
+
+
+def test_resume_after_the_weights_file_changed_is_refused(out, tmp_path):
+    weights = tmp_path / "w.pt"
+    shutil.copy(next(out.glob(".state/*/model.pt")), weights)
+    (tmp_path / "audit.toml").write_text(TINY_AUDIT.replace("[model]", f"[model]\nweights = {str(weights)!r}"))
+    assert main(["audit", str(tmp_path / "audit.toml"), "--out", str(out)]) == 0
+    before = tree_bytes(out)
+    # Other weights at the same path: resuming would pair their clean pass with the old weights' attacks.
+    torch.save({name: -tensor for name, tensor in torch.load(weights, weights_only=True).items()}, weights)
+    assert_refused(secsuite_command("audit", "audit.toml", "--out", str(out), "--resume", cwd=tmp_path),
+                   f"weights file {weights} (sha256", "run without --resume")
+    assert tree_bytes(out) == before
+
+
+def test_corrupt_state_on_resume_is_recomputed(out, earlier_run, tmp_path):
+    state = next(out.glob(".state/*"))
+    model, evaluation = state / "model.pt", next(state.glob("evaluations/*.pt"))
+    model.write_bytes(model.read_bytes()[:1000])
+    evaluation.write_bytes(b"not a checkpoint")
+    (tmp_path / "audit.toml").write_text(TINY_AUDIT)
+    done = secsuite_command("audit", "audit.toml", "--out", str(out), "--resume", cwd=tmp_path)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    recomputed, earlier = (comparable((folder / "report.json").read_text(), IGNORED) for folder in (out, earlier_run))
+    assert recomputed == earlier
+    assert torch.load(model, weights_only=True).keys() and torch.load(evaluation, weights_only=True)
+
+
+def test_unreadable_fingerprint_on_resume_is_refused(out, tmp_path):
+    marker = next(out.glob(".state/*/fingerprint.json"))
+    marker.write_text(marker.read_text()[:20])
+    before = tree_bytes(out)
+    (tmp_path / "audit.toml").write_text(TINY_AUDIT)
+    assert_refused(secsuite_command("audit", "audit.toml", "--out", str(out), "--resume", cwd=tmp_path),
+                   "fingerprint.json is missing or unreadable", "run without --resume")
+    assert tree_bytes(out) == before
