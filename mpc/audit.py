@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from torch import nn
 
@@ -20,6 +20,7 @@ from mpc.search import mpcvit_search
 from secsuite.errors import ConfigError
 from secsuite.model import Classifier
 from secsuite.sections.mpc import KnobResult, OpCost, Section, Variant
+from secsuite.threat import format_validation_error
 from secsuite.zoo import ACTIVATIONS, ATTENTIONS, Block
 
 
@@ -83,13 +84,28 @@ def _variant(result: PrivateResult, clean_acc: float, y, attention, activation, 
     )
 
 
-def run(context, spec) -> Section:
+def parse_options(spec) -> tuple[MPCOptions, Knobs, list[Knobs]]:
+    """The entry's options, its CrypTen knobs and the knob sweep, all checked (variants too, whatever the model)."""
     try:
         options = MPCOptions(**spec.params())
         knobs = Knobs(options.exp_iterations, options.reciprocal_iterations, options.precision_bits, options.sqrt_iterations)
         sweep = [Knobs(**{**knobs.__dict__, **override}) for override in options.knob_sweep]
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, "evaluate mpc")) from None
     except (ValueError, TypeError) as error:
         raise ConfigError(f"evaluate mpc: {str(error).splitlines()[0]}") from None
+    for text in options.variants:
+        _parse_variant(text)
+    return options, knobs, sweep
+
+
+def check(spec, config) -> None:
+    """What `run` would refuse in this entry, found without a model or data (`secsuite validate`)."""
+    parse_options(spec)
+
+
+def run(context, spec) -> Section:
+    options, knobs, sweep = parse_options(spec)
     data = context.eval_data
     x, y = data.x[: options.batch_size].cpu(), data.y[: options.batch_size].cpu()
     candidates = _candidates(context, options)

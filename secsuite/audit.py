@@ -21,26 +21,26 @@ from pathlib import Path
 import torch
 from pydantic import TypeAdapter
 
-from secsuite.data import DataSplits, Dataset, load_dataset
+from secsuite.data import DataSplits, Dataset, data_folder, load_dataset
 from secsuite.distributed import World
-from secsuite.errors import ConfigError
-from secsuite.evaluation import AttackEvaluation, clean_section, evaluate_attacks, validity_warnings
+from secsuite.errors import ConfigError, DataError
+from secsuite.evaluation import AttackEvaluation, attack_label, clean_section, evaluate_attacks, validity_warnings
 from secsuite.model import Classifier
 from secsuite.progress import log
 from secsuite.files import check_output_dir, save_torch, write_atomic
 from secsuite.report import CleanSection, DataInfo, DefenseEntry, EpsDelta, Meta, ModelInfo, Report, ReportWarning, write_report
 from secsuite.resume import RunState, fingerprint
-from secsuite.sources import load_classifier, require_trust
+from secsuite.sources import check_source, load_classifier
 from secsuite.threat import AuditConfig, EvaluateSpec, load_config
 from secsuite.training import train_classifier
 
-# kind -> ("module:function", report section). function(context, spec) returns that section's model.
+# kind -> (module, report section). The module's run(context, spec) returns that section's model.
 EVALUATORS: dict[str, tuple[str, str]] = {
-    "certify": ("defenses.certified.audit:run", "certified"),
-    "backdoor": ("defenses.ebyd.audit:run", "backdoor"),
-    "extraction": ("attacks.extraction.audit:run", "extraction"),
-    "unlearnable": ("attacks.unlearnable.audit:run", "unlearnable"),
-    "mpc": ("mpc.audit:run", "mpc"),
+    "certify": ("defenses.certified.audit", "certified"),
+    "backdoor": ("defenses.ebyd.audit", "backdoor"),
+    "extraction": ("attacks.extraction.audit", "extraction"),
+    "unlearnable": ("attacks.unlearnable.audit", "unlearnable"),
+    "mpc": ("mpc.audit", "mpc"),
 }
 VERSIONED_PACKAGES = ("secsuite", "torch", "torchvision", "numpy", "adversarial-robustness-toolbox", "crypten", "auto-lirpa", "pydantic")
 
@@ -99,7 +99,13 @@ def prepare_model(config: AuditConfig, data: DataSplits, device: str | None = No
     input_shape = spec.input_shape or data.train.input_shape
     classifier = load_classifier(spec.source, spec.num_classes, input_shape, spec.weights, spec.mean, spec.std,
                                  device=device or ("cuda" if torch.cuda.is_available() else "cpu"), trust_code=spec.trust_code)
-    classifier.check_inputs(data.test.x[:1], data.test.y[:1])
+    for split in (data.train, data.test):
+        try:
+            classifier.check_inputs(split.x, split.y)
+        except DataError as error:
+            raise DataError(f"{split.name}: {error}") from None
+    classifier.check_parameters(spec.weights or spec.source)
+    classifier.check_outputs(data.test.x[:2])
     trained_here = spec.weights is None and spec.source.startswith("zoo:") and spec.train_epochs > 0
     if trained_here:
         torch.manual_seed(config.threat.seed)
@@ -162,27 +168,34 @@ def _restored_or_run(state: RunState | None, key: str, adapter: TypeAdapter, run
     return done
 
 
-def run_evaluator(context: AuditContext, spec: EvaluateSpec):
-    target, _ = EVALUATORS[spec.kind]
-    module_name, _, function_name = target.partition(":")
+def evaluator(kind: str) -> types.ModuleType:
+    """The module behind an evaluate kind: `run(context, spec)` computes its section, `check(spec, config)`
+    refuses bad parameters without a model or data."""
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(EVALUATORS[kind][0])
     except ModuleNotFoundError:
-        raise ConfigError(f"evaluate kind {spec.kind!r} is not implemented yet (planned; see the README status table)") from None
-    return getattr(module, function_name)(context, spec)
+        raise ConfigError(f"evaluate kind {kind!r} is not implemented yet (planned; see the README status table)") from None
+
+
+def run_evaluator(context: AuditContext, spec: EvaluateSpec):
+    return evaluator(spec.kind).run(context, spec)
 
 
 def check_plan(config: AuditConfig) -> None:
-    """Build every attack and defense once so that a bad name or parameter fails before any training."""
+    """Everything about a config that can be checked without loading data or running a model: model source and
+    weights file, data folder, every attack, evaluation and defense built or parsed once. `audit` calls it
+    first, so that a bad name or parameter fails before any training; `validate` runs nothing else."""
     from attacks import make_attack
     from defenses import make_defense
 
-    require_trust(config.model.source, config.model.trust_code)
+    check_source(config.model.source, config.model.weights, config.model.trust_code)
+    data_folder(config.data.source)
     threat = config.threat
     for spec in config.evaluate:
         if spec.kind in ("attack", "art"):
-            name = f"art:{spec.name}" if spec.kind == "art" else spec.name
-            make_attack(name, threat.eps[-1], threat.norm, threat.targeted, threat.seed, **spec.params())
+            make_attack(attack_label(spec), threat.eps[-1], threat.norm, threat.targeted, threat.seed, **spec.params())
+        else:
+            evaluator(spec.kind).check(spec, config)
     for spec in config.defend:
         make_defense(spec.name, **spec.params())
 

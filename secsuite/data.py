@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,13 +71,24 @@ def load_digits_dataset() -> DataSplits:
     return split(Dataset(x, y, 10, "digits"))
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _checked_labels(path: Path, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"{path}: labels must be in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]")
+    return labels
+
+
+def _read_idx(path: Path, ndim_expected: int) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError, zlib.error) as error:  # bad or truncated gzip stream, unreadable file
+        raise DataError(f"{path}: cannot read: {error or type(error).__name__}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path}: not an idx file of unsigned bytes")
     ndim = raw[3]
+    if ndim != ndim_expected or len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: idx header of {ndim} dimensions, expected {ndim_expected}")
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     offset = 4 + 4 * ndim
     expected = int(np.prod(dims))
@@ -97,8 +109,11 @@ def load_mnist(directory: Path) -> DataSplits:
         image_path, label_path = _find(directory, images), _find(directory, labels)
         if image_path is None or label_path is None:
             return None
-        x = torch.from_numpy(_read_idx(image_path).copy()).float().unsqueeze(1) / 255.0
-        y = torch.from_numpy(_read_idx(label_path).copy()).long()
+        images, labels = _read_idx(image_path, 3), _read_idx(label_path, 1)
+        if len(images) != len(labels):
+            raise DataError(f"{image_path}: {len(images)} images but {label_path} holds {len(labels)} labels")
+        x = torch.from_numpy(images.copy()).float().unsqueeze(1) / 255.0
+        y = torch.from_numpy(_checked_labels(label_path, labels, 10).astype(np.int64))
         return Dataset(x, y, 10, f"mnist/{tag}")
 
     train = pair("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "train")
@@ -128,13 +143,26 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 
 def load_cifar10(directory: Path) -> DataSplits:
     def batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-        with open(path, "rb") as handle:
-            entry = _ArrayOnlyUnpickler(handle, encoding="bytes").load()
+        try:
+            with open(path, "rb") as handle:
+                entry = _ArrayOnlyUnpickler(handle, encoding="bytes").load()
+        except DataError:
+            raise
+        except Exception as error:  # garbage or truncated bytes fail in many ways inside the unpickler
+            raise DataError(f"{path}: not a CIFAR-10 python batch ({type(error).__name__}: {str(error)[:120]})") from None
+        if not isinstance(entry, dict):
+            raise DataError(f"{path}: not a CIFAR-10 python batch (a {type(entry).__name__}, not a dict)")
         data = entry.get(b"data", entry.get("data"))
         labels = entry.get(b"labels", entry.get("labels"))
         if data is None or labels is None:
             raise DataError(f"{path}: not a CIFAR-10 python batch (no data/labels)")
-        return np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+        try:
+            images, labels = np.asarray(data, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError) as error:
+            raise DataError(f"{path}: CIFAR-10 data/labels are not arrays of numbers ({error})") from None
+        if images.size % (3 * 32 * 32) or labels.ndim != 1 or images.size // (3 * 32 * 32) != len(labels):
+            raise DataError(f"{path}: expected N x 3072 pixel bytes and N labels, got data of shape {images.shape} and {labels.shape} labels")
+        return images.reshape(-1, 3, 32, 32), _checked_labels(path, labels, 10)
 
     def to_dataset(paths: list[Path], tag: str) -> Dataset:
         parts = [batch(path) for path in paths]
@@ -159,8 +187,13 @@ def _load_image_tree(root: Path, classes: list[str], tag: str) -> Dataset:
     for label, name in enumerate(classes):
         for path in sorted((root / name).rglob("*")):
             if path.suffix.lower() in IMAGE_SUFFIXES:
-                with Image.open(path) as image:
-                    images.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+                if not path.is_file():
+                    raise DataError(f"{path}: not an image file")
+                try:
+                    with Image.open(path) as image:
+                        images.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+                except (OSError, ValueError, Image.DecompressionBombError) as error:  # corrupt, truncated, not an image
+                    raise DataError(f"{path}: cannot read image: {str(error)[:160] or type(error).__name__}") from None
                 labels.append(label)
     if not images:
         raise DataError(f"{root}: no images found")
@@ -197,20 +230,33 @@ def load_synthetic(n: int = 1000, num_classes: int = 10, shape: tuple[int, int, 
     return split(Dataset(x, y, num_classes, "synthetic"), seed=seed)
 
 
-def load_dataset(source: str) -> DataSplits:
-    """Load `digits`, `synthetic`, `mnist:DIR`, `cifar10:DIR` or `imagefolder:DIR`."""
-    if source == "digits":
-        return load_digits_dataset()
-    if source == "synthetic":
-        return load_synthetic()
+FOLDER_LOADERS = {"mnist": load_mnist, "cifar10": load_cifar10, "imagefolder": load_imagefolder}
+
+
+def data_folder(source: str) -> tuple[str, Path | None]:
+    """The kind of a data source and its folder (None for embedded data), without reading anything:
+    DataError if the kind is unknown or the folder does not exist."""
+    if source in ("digits", "synthetic"):
+        return source, None
     kind, _, location = source.partition(":")
-    loaders = {"mnist": load_mnist, "cifar10": load_cifar10, "imagefolder": load_imagefolder}
-    if kind not in loaders or not location:
+    if kind not in FOLDER_LOADERS or not location:
         raise DataError(f"unknown data source {source!r}; use digits, synthetic, mnist:DIR, cifar10:DIR or imagefolder:DIR")
     directory = Path(location).expanduser()
     if not directory.is_dir():
         raise DataError(f"data directory not found: {directory}")
-    return loaders[kind](directory)
+    return kind, directory
+
+
+def load_dataset(source: str) -> DataSplits:
+    """Load `digits`, `synthetic`, `mnist:DIR`, `cifar10:DIR` or `imagefolder:DIR`."""
+    kind, directory = data_folder(source)
+    if directory is None:
+        return load_digits_dataset() if kind == "digits" else load_synthetic()
+    splits = FOLDER_LOADERS[kind](directory)
+    for part in (splits.train, splits.test):
+        if len(part) == 0:
+            raise DataError(f"{directory}: the {part.name} split has no images")
+    return splits
 
 
 DATASETS = {

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from secsuite.data import Dataset
 from secsuite.distributed import World
+from secsuite.errors import ModelError
 from secsuite.model import Classifier
 from secsuite.progress import progress_bar
 from secsuite.report import AttackEntry, CleanSection, EpsResult, ReportWarning, WorstCaseEntry
@@ -30,19 +31,28 @@ class AttackEvaluation:
 
 
 def clean_section(classifier: Classifier, data: Dataset, batch_size: int = 256) -> CleanSection:
-    correct, zero_grad, probability_like = 0, 0, True
+    """Clean accuracy and the gradient checks; a model with NaN or infinite logits is a ModelError (nothing it reports means anything)."""
+    correct, zero_grad, non_finite_grad, probability_like = 0, 0, 0, True
     for start in range(0, len(data), batch_size):
         x = data.x[start : start + batch_size].to(classifier.device).requires_grad_(True)
         y = data.y[start : start + batch_size].to(classifier.device)
         logits = classifier(x)
+        finite_logits = torch.isfinite(logits.detach()).all(1)
+        if not finite_logits.all():
+            first = start + int((~finite_logits).nonzero()[0])
+            raise ModelError(f"model {classifier.name} returns NaN or infinite logits (first on evaluation image {first}); "
+                             "check its weights and the mean/std normalisation")
         (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)
         correct += (logits.argmax(1) == y).sum().item()
-        zero_grad += (grad.flatten(1).norm(dim=1) < ZERO_GRADIENT_NORM).sum().item()
+        finite_grad = torch.isfinite(grad.flatten(1)).all(1)
+        non_finite_grad += (~finite_grad).sum().item()
+        zero_grad += (finite_grad & (grad.flatten(1).norm(dim=1) < ZERO_GRADIENT_NORM)).sum().item()
         logits = logits.detach()
         probability_like &= bool((logits >= 0).all() and (logits <= 1).all() and torch.allclose(logits.sum(1), torch.ones(len(x), device=x.device), atol=1e-3))
     classifier.reset_counters()
     n = max(len(data), 1)
-    return CleanSection(clean_acc=correct / n, n_examples=len(data), zero_gradient_fraction=zero_grad / n, outputs_look_like_probabilities=probability_like)
+    return CleanSection(clean_acc=correct / n, n_examples=len(data), zero_gradient_fraction=zero_grad / n,
+                        non_finite_gradient_fraction=non_finite_grad / n, outputs_look_like_probabilities=probability_like)
 
 
 def attack_label(spec: EvaluateSpec) -> str:
@@ -178,6 +188,11 @@ def validity_warnings(clean: CleanSection, attacks: list[AttackEntry], subject: 
         warnings.append(ReportWarning(code="zero_gradients", subject=subject, message=(
             f"{100 * clean.zero_gradient_fraction:.0f}% of examples have a zero input gradient: gradient-based attacks "
             "(FGSM, PGD) are masked and overestimate robustness; trust margin-based or minimum-norm attacks (CW) instead")))
+    if clean.non_finite_gradient_fraction > 0:
+        warnings.append(ReportWarning(code="non_finite_gradients", subject=subject, message=(
+            f"{100 * clean.non_finite_gradient_fraction:.1f}% of examples have a NaN or infinite input gradient: gradient-based "
+            "attacks (FGSM, PGD) cannot move them and overestimate robustness; find the operation in the model that is not "
+            "differentiable there (e.g. sqrt or log at 0)")))
     if clean.outputs_look_like_probabilities:
         warnings.append(ReportWarning(code="probability_outputs", subject=subject, message=(
             "model outputs look like probabilities (in [0,1], rows sum to 1), not logits; remove the final softmax "

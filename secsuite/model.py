@@ -6,12 +6,13 @@ come from the wrapped module's parameters. Forward and backward passes are count
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from secsuite.errors import DataError
+from secsuite.errors import DataError, ModelError
 
 
 class Normalize(nn.Module):
@@ -42,8 +43,10 @@ class Classifier(nn.Module):
         std = list(std) if std is not None else [1.0] * channels
         if len(mean) != channels or len(std) != channels:
             raise ValueError(f"mean/std need {channels} values (one per channel), got {len(mean)}/{len(std)}")
-        if any(s <= 0 for s in std):
-            raise ValueError(f"std must be positive, got {std}")
+        if not all(math.isfinite(m) for m in mean):
+            raise ValueError(f"mean must be finite, got {mean}")
+        if not all(0 < s < math.inf for s in std):
+            raise ValueError(f"std must be positive and finite, got {std}")
         self.net = net
         self.normalize = Normalize(mean, std)
         self.num_classes = int(num_classes)
@@ -94,6 +97,29 @@ class Classifier(nn.Module):
 
     def accuracy(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
         return (self.predict(x, batch_size) == y.to(self.device)).float().mean().item()
+
+    def check_parameters(self, origin: str) -> None:
+        """Raise ModelError naming the first parameter or buffer with NaN or infinite values (`origin`: where they came from)."""
+        for name, tensor in list(self.net.named_parameters()) + list(self.net.named_buffers()):
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise ModelError(f"{origin}: {name} holds NaN or infinite values")
+
+    @torch.no_grad()
+    def check_outputs(self, x: torch.Tensor) -> None:
+        """Raise ModelError unless the model maps images like `x` to one finite logit per class."""
+        was_training = self.training
+        self.eval()
+        try:
+            logits = self(x.to(self.device))
+        except RuntimeError as error:
+            raise ModelError(f"model {self.name} fails on images of shape {tuple(x.shape)}: {str(error).splitlines()[0][:200]}") from None
+        finally:
+            self.train(was_training)
+            self.reset_counters()
+        if not isinstance(logits, torch.Tensor) or logits.shape != (x.shape[0], self.num_classes):
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ModelError(f"model {self.name} returns outputs of shape {shape} for {x.shape[0]} images; "
+                             f"expected ({x.shape[0]}, {self.num_classes}): one logit per class (num_classes = {self.num_classes})")
 
     def check_inputs(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """Raise DataError naming the problem if (x, y) cannot be fed to this model."""

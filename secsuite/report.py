@@ -66,6 +66,7 @@ class CleanSection(_Section):
     clean_acc: float
     n_examples: int
     zero_gradient_fraction: float = Field(description="share of examples whose input gradient of the loss is (numerically) zero")
+    non_finite_gradient_fraction: float = Field(0.0, description="share of examples whose input gradient of the loss has NaN or infinite entries")
     outputs_look_like_probabilities: bool
 
 

@@ -4,31 +4,68 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator, model_validator
 
 from secsuite.errors import ConfigError
 
 Norm = Literal["linf", "l2"]
+# Numbers are strict (TOML `true` is not 1) and finite (no inf or nan): a non-finite budget, rate or
+# normalisation would run and produce a report of meaningless numbers.
+Number = StrictFloat
+Count = StrictInt
+Size = Annotated[StrictInt, Field(gt=0)]
+# Attack parameters that the threat model sets for every attack.
+THREAT_FIELDS = ("eps", "norm", "targeted", "seed")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def _non_finite_path(value: Any, path: str) -> str | None:
+    """The dotted path of the first inf/nan float inside a free-form parameter value, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite_path(item, f"{path}.{key}")
+        if found:
+            return found
+    return None
+
+
+class _Parameters(BaseModel):
+    """A section whose extra fields are a method's constructor parameters."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _finite_params(self):
+        for key, value in self.params().items():
+            found = _non_finite_path(value, key)
+            if found:
+                raise ValueError(f"{found} must be a finite number")
+        return self
 
 
 class ThreatModel(_Strict):
     """What the attacker may do. `eps` is one budget or a grid of budgets in [0,1] pixel units."""
 
     norm: Norm = "linf"
-    eps: list[float] = Field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3])
+    eps: list[Number] = Field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3])
     targeted: bool = False
     knowledge: Literal["white-box", "black-box"] = "white-box"
-    query_budget: int | None = Field(default=None, gt=0)
-    data_access: float = Field(default=1.0, ge=0.0, le=1.0)
-    seed: int = 0
+    query_budget: Count | None = Field(default=None, gt=0)
+    data_access: Number = Field(default=1.0, ge=0.0, le=1.0)
+    seed: Count = 0
 
     @field_validator("eps", mode="before")
     @classmethod
@@ -45,46 +82,64 @@ class ThreatModel(_Strict):
                 raise ValueError(f"must be >= 0, got {e}")
         return sorted(set(value))
 
+    @model_validator(mode="after")
+    def _linf_budget_within_pixel_range(self) -> "ThreatModel":
+        # An Linf budget of 1 already reaches every image in [0,1]; a larger one is a unit mistake (e.g. 8 for 8/255).
+        if self.norm == "linf" and self.eps[-1] > 1:
+            raise ValueError(f"eps: an linf budget of {self.eps[-1]:g} exceeds 1, the whole [0,1] pixel range (8/255 is 0.031)")
+        return self
+
 
 class ModelSpec(_Strict):
     source: str = "zoo:small_cnn"
     weights: str | None = None
-    num_classes: int = Field(default=10, ge=2)
-    input_shape: tuple[int, int, int] | None = None
-    mean: list[float] | None = None
-    std: list[float] | None = None
+    num_classes: Count = Field(default=10, ge=2)
+    input_shape: tuple[Size, Size, Size] | None = None
+    mean: list[Number] | None = None
+    std: list[Annotated[Number, Field(gt=0)]] | None = None
     # When no weights are given for a zoo model, train it on the training split first.
-    train_epochs: int = Field(default=30, ge=0)
-    train_lr: float = Field(default=1e-3, gt=0)
+    train_epochs: Count = Field(default=30, ge=0)
+    train_lr: Number = Field(default=1e-3, gt=0)
     # python: and torchscript: sources run code when loaded; only a user who vouches for it sets this.
     trust_code: bool = False
+
+    @model_validator(mode="after")
+    def _one_mean_and_std_per_channel(self) -> "ModelSpec":
+        channels = self.input_shape[0] if self.input_shape else None
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values is not None and channels is not None and len(values) != channels:
+                raise ValueError(f"{name}: {len(values)} values for input_shape {list(self.input_shape)}; give one per channel ({channels})")
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values and std {len(self.std)}; give one per channel")
+        return self
 
 
 class DataSpec(_Strict):
     source: str = "digits"
-    limit: int | None = Field(default=500, gt=0)
-    batch_size: int = Field(default=256, gt=0)
+    limit: Count | None = Field(default=500, gt=0)
+    batch_size: Count = Field(default=256, gt=0)
 
 
-class EvaluateSpec(BaseModel):
+class EvaluateSpec(_Parameters):
     """One evaluation; every field other than kind/name is passed to the method's constructor."""
 
-    model_config = ConfigDict(extra="allow")
     kind: Literal["attack", "art", "certify", "backdoor", "extraction", "unlearnable", "mpc"] = "attack"
     name: str
 
-    def params(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+    @model_validator(mode="after")
+    def _threat_fields_come_from_the_threat(self) -> "EvaluateSpec":
+        if self.kind in ("attack", "art"):
+            for key in THREAT_FIELDS:
+                if key in self.params():
+                    raise ValueError(f"{key} is set once for every attack in [threat]; remove it from this [[evaluate]] entry")
+        return self
 
 
-class DefendSpec(BaseModel):
+class DefendSpec(_Parameters):
     """One defense; every field other than name is passed to the defense's constructor."""
 
-    model_config = ConfigDict(extra="allow")
     name: str
-
-    def params(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
 
 class OutputSpec(_Strict):

@@ -26,9 +26,11 @@ def art_estimator(classifier: Classifier):
 
 def art_attack_class(name: str):
     import art.attacks.evasion as evasion
+    from art.attacks.attack import EvasionAttack
 
+    # Module attributes such as __class__ are classes too; only ART's evasion attacks may be built.
     cls = getattr(evasion, name, None)
-    if cls is None or not inspect.isclass(cls):
+    if not (inspect.isclass(cls) and issubclass(cls, EvasionAttack)):
         raise ValueError(f"unknown ART evasion attack {name!r} (see art.attacks.evasion)")
     return cls
 

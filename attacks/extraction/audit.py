@@ -13,14 +13,15 @@ from typing import Any
 
 import torch
 
-from attacks.extraction import METHODS, BlackBoxVictim, Probe, UnsupportedOutput
+from attacks.evasion.base import check_positive_int
+from attacks.extraction import METHODS, OUTPUTS, BlackBoxVictim, Probe, UnsupportedOutput
 from attacks.extraction.base import Extraction
 from secsuite.data import Dataset
 from secsuite.errors import ConfigError
 from secsuite.model import Classifier
 from secsuite.progress import log
 from secsuite.sections.extraction import CurvePoint, MethodResult, Refusal, Section
-from secsuite.zoo import build
+from secsuite.zoo import ZOO, build
 
 OPTIONS = {"methods", "budget", "output", "top_k", "student", "pool_size", "checkpoints"} | set(METHODS)
 
@@ -42,21 +43,55 @@ def make_method(name: str, options: dict[str, Any], pool: Dataset, seed: int, ch
         raise ConfigError(f"extraction {name}: {error}") from None
 
 
-def run(context, spec) -> Section:
-    params = spec.params()
+def parse_options(params: dict[str, Any], threat, num_classes: int) -> dict[str, Any]:
+    """The entry's options with their defaults, each checked; a method's own table is checked when it is built."""
     unknown = set(params) - OPTIONS
     if unknown:
         raise ConfigError(f"extraction: unknown option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
+    options = {"budget": threat.query_budget or 10000, "output": "probabilities", "top_k": 1, "student": "small_cnn",
+               "checkpoints": 5, "pool_size": 2000, "methods": ["knockoff", "dfme", "cabage"]}
+    options.update({key: value for key, value in params.items() if key in options})
+    try:
+        for name in ("budget", "top_k", "checkpoints", "pool_size"):
+            options[name] = check_positive_int(name, options[name])
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"extraction: {error}") from None
+    if options["output"] not in OUTPUTS:
+        raise ConfigError(f"extraction: output must be one of {OUTPUTS}, got {options['output']!r}")
+    if options["top_k"] > num_classes:
+        raise ConfigError(f"extraction: top_k must be at most num_classes ({num_classes}), got {options['top_k']}")
+    if options["student"] not in ZOO:
+        raise ConfigError(f"extraction: unknown student {options['student']!r}; choose from {', '.join(sorted(ZOO))}")
+    methods = options["methods"]
+    if not isinstance(methods, list) or not methods or not all(isinstance(name, str) and name in METHODS for name in methods):
+        raise ConfigError(f"extraction: methods must be a non-empty list of {sorted(METHODS)}, got {methods!r}")
+    for name in methods:
+        if not isinstance(params.get(name, {}), dict):
+            raise ConfigError(f"extraction: {name} must be a table of that method's options, e.g. {name} = {{ seed = 1 }}")
+    return options
+
+
+def check(spec, config) -> None:
+    """What `run` would refuse in this entry, found without a model or data (`secsuite validate`)."""
+    params = spec.params()
+    options = parse_options(params, config.threat, config.model.num_classes)
+    # Knockoff's constructor only checks that its pool is non-empty; the real pool needs the data.
+    placeholder_pool = Dataset(torch.zeros(1, 1, 1, 1), torch.zeros(1, dtype=torch.long), config.model.num_classes, "placeholder")
+    for name in options["methods"]:
+        make_method(name, params.get(name, {}), placeholder_pool, config.threat.seed, options["checkpoints"])
+
+
+def run(context, spec) -> Section:
+    params = spec.params()
     threat, victim_model = context.threat, context.classifier
-    budget = int(params.get("budget", threat.query_budget or 10000))
-    output, top_k = params.get("output", "probabilities"), params.get("top_k", 1)
-    student = params.get("student", "small_cnn")
-    checkpoints = params.get("checkpoints", 5)
-    pool = surrogate_pool(context.data.train, threat.data_access, params.get("pool_size", 2000), threat.seed)
+    options = parse_options(params, threat, victim_model.num_classes)
+    budget, output, top_k = options["budget"], options["output"], options["top_k"]
+    student, checkpoints = options["student"], options["checkpoints"]
+    pool = surrogate_pool(context.data.train, threat.data_access, options["pool_size"], threat.seed)
     probe = Probe(victim_model, context.eval_data)
     section = Section(victim_acc=(probe.victim_labels == probe.y).float().mean().item(), output=output, budget=budget,
                       student=student, n_eval=len(context.eval_data))
-    for name in params.get("methods", ["knockoff", "dfme", "cabage"]):
+    for name in options["methods"]:
         method = make_method(name, params.get(name, {}), pool, threat.seed, checkpoints)
         try:
             victim = BlackBoxVictim(victim_model, budget, output, top_k)

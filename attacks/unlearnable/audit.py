@@ -11,40 +11,55 @@ from secsuite.data import DataSplits
 from secsuite.errors import ConfigError
 from secsuite.progress import log
 from secsuite.sections.unlearnable import Row, Section
+from secsuite.zoo import ZOO
 
 OPTIONS = {"key", "blur", "kernel_size", "mix", "arch", "epochs", "lr", "batch_size", "adversarial", "adversarial_eps",
            "adversarial_steps", "write"}
 
 
-def _arch(context, params: dict[str, Any]) -> str:
+def _arch(config, params: dict[str, Any]) -> str:
     if "arch" in params:
         return params["arch"]
-    source = context.config.model.source
+    source = config.model.source
     return source.split(":", 1)[1] if source.startswith("zoo:") else "small_cnn"
 
 
-def run(context, spec) -> Section:
+def _plan(spec, config) -> tuple[dict[str, Any], list[CUDA], list[TrainingRecipe]]:
+    """The entry's parameters, one protection per mix and the training recipes (ERM, then PGD-AT if asked), all checked."""
     params = spec.params()
     unknown = set(params) - OPTIONS
     if spec.name != "cuda":
         raise ConfigError(f"unlearnable method {spec.name!r} is not available; use name = \"cuda\"")
     if unknown:
         raise ConfigError(f"unlearnable: unknown option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
-    threat = context.threat
+    threat = config.threat
+    arch = _arch(config, params)
+    if arch not in ZOO:
+        raise ConfigError(f"unlearnable: unknown arch {arch!r}; choose from {', '.join(sorted(ZOO))}")
     mixes = params.get("mix", [0.5, 1.0])
-    mixes = sorted(set(mixes if isinstance(mixes, list) else [mixes]))
     try:
+        mixes = sorted(set(mixes if isinstance(mixes, list) else [mixes]))
         protections = [CUDA(key=params.get("key", threat.seed), blur=params.get("blur", 0.3),
                             kernel_size=params.get("kernel_size", 3), mix=mix) for mix in mixes]
-        recipes = [TrainingRecipe(arch=_arch(context, params), epochs=params.get("epochs", 10), lr=params.get("lr", 1e-3),
+        recipes = [TrainingRecipe(arch=arch, epochs=params.get("epochs", 10), lr=params.get("lr", 1e-3),
                                   batch_size=params.get("batch_size", 64), seed=threat.seed)]
         if params.get("adversarial", False):
             eps = params.get("adversarial_eps", min((e for e in threat.eps if e > 0), default=0.1))
             recipes.append(TrainingRecipe(arch=recipes[0].arch, epochs=recipes[0].epochs, lr=recipes[0].lr,
                                           batch_size=recipes[0].batch_size, seed=threat.seed, adversarial_eps=eps,
                                           adversarial_steps=params.get("adversarial_steps", 5), norm=threat.norm))
-    except ValueError as error:
+    except (TypeError, ValueError) as error:
         raise ConfigError(f"unlearnable: {error}") from None
+    return params, protections, recipes
+
+
+def check(spec, config) -> None:
+    """What `run` would refuse in this entry, found without a model or data (`secsuite validate`)."""
+    _plan(spec, config)
+
+
+def run(context, spec) -> Section:
+    params, protections, recipes = _plan(spec, context.config)
     train, test = context.data.train, context.eval_data
     device = context.classifier.device
     rows: list[Row] = []

@@ -31,6 +31,10 @@ class TrainingRecipe:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
         if self.adversarial_eps < 0:
             raise ValueError(f"adversarial_eps must be >= 0, got {self.adversarial_eps}")
         if self.adversarial_steps < 1:

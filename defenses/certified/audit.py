@@ -34,6 +34,11 @@ def parse_params(params: dict) -> tuple[list[str], int, int]:
     return methods, limit, batch_size
 
 
+def check(spec, config) -> None:
+    """What `run` would refuse in this entry, found without a model or data (`secsuite validate`)."""
+    parse_params(spec.params())
+
+
 def empirical_flags(context, n: int) -> dict[float, torch.Tensor]:
     """Per-example robustness against every attack of the audit (worst case), on the first n examples, per eps."""
     evaluation = context.attack_evaluation

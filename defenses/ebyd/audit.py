@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from attacks.backdoor import BackdoorAttack, bn_cnn, make_trigger
+from attacks.evasion.base import check_positive_int
 from defenses.ebyd import EBYD, Exposure, anomaly_index, clean_subset, der
 from secsuite.data import Dataset
 from secsuite.errors import ConfigError
@@ -60,18 +61,30 @@ def _result(subject: str, model: Classifier, exposure: Exposure, evaluation: Dat
                   planted_asr=planted_asr, removal=removal, removal_skipped=skipped, neural_cleanse=scan)
 
 
-def run(context, spec) -> Section:
+def _plan(spec, num_classes: int, seed: int) -> tuple[EBYD, BackdoorAttack | None, int]:
+    """The defense, the planted control's attack (or None) and its training epochs, from the entry's parameters."""
     params = spec.params()
     plant = {key: params.pop(key) for key in PLANT_KEYS if key in params}
     try:
-        defense = EBYD(**{"seed": context.threat.seed, **params})
+        defense = EBYD(**{"seed": seed, **params})
         attack = None
         if plant:
             trigger = make_trigger(plant.get("plant", "badnets"))
             attack = BackdoorAttack(trigger, target=plant.get("plant_target", 0), rate=plant.get("plant_rate", 0.1),
-                                    num_classes=context.classifier.num_classes, seed=context.threat.seed)
+                                    num_classes=num_classes, seed=seed)
+        epochs = check_positive_int("plant_epochs", plant.get("plant_epochs", 10))
     except (TypeError, ValueError) as error:
         raise ConfigError(f"evaluate backdoor: {error}") from None
+    return defense, attack, epochs
+
+
+def check(spec, config) -> None:
+    """What `run` would refuse in this entry, found without a model or data (`secsuite validate`)."""
+    _plan(spec, config.model.num_classes, config.threat.seed)
+
+
+def run(context, spec) -> Section:
+    defense, attack, plant_epochs = _plan(spec, context.classifier.num_classes, context.threat.seed)
     data, classifier = context.data, context.classifier
     fraction = defense.clean_fraction if defense.clean_fraction is not None else min(context.threat.data_access, 0.05)
     clean = clean_subset(data.train, fraction, context.threat.seed)
@@ -80,7 +93,7 @@ def run(context, spec) -> Section:
         torch.manual_seed(context.threat.seed)
         control = Classifier(bn_cnn(classifier.num_classes, classifier.input_shape), classifier.num_classes, classifier.input_shape,
                              name="planted control").to(classifier.device)
-        attack.train(control, data.train, epochs=plant.get("plant_epochs", 10), lr=2e-3, seed=context.threat.seed)
+        attack.train(control, data.train, epochs=plant_epochs, lr=2e-3, seed=context.threat.seed)
         results.append(_result(f"planted control: bn_cnn, {attack.describe()}", control, defense.expose(control, clean),
                                context.eval_data, clean, attack))
     return Section(clean_size=len(clean), bn_eval=defense.bn_eval, thresholds=vars(defense.thresholds), results=results)
