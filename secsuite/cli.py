@@ -58,7 +58,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from secsuite.files import check_output_dir, write_atomic
-    from secsuite.report import RENDERERS, Report
+    from secsuite.report import RENDERERS, Report, to_html
 
     path = Path(args.report)
     if not path.is_file():
@@ -72,7 +72,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValidationError as error:
         first = error.errors()[0]
         return _fail(f"{path}: not a secsuite report: {'.'.join(map(str, first['loc']))}: {first['msg']}")
-    text = RENDERERS[args.format](report)
+    # The file may come from anyone: the page it renders to embeds no HTML taken from it.
+    text = to_html(report, defense_html=False) if args.format == "html" else RENDERERS[args.format](report)
     if args.output:
         write_atomic(args.output, text)
         print(f"wrote {args.output}")

@@ -251,8 +251,13 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.warn{backgr
 img{max-width:100%}code{background:#f3f3f3;padding:1px 4px}"""
 
 
-def to_html(report: Report) -> str:
-    """A self-contained page: inline CSS, plots as data: URIs, no external URL."""
+def to_html(report: Report, defense_html: bool = True) -> str:
+    """A self-contained page: inline CSS, plots as data: URIs, no external URL.
+
+    Every string from the report is escaped. The one exception, a defense's own HTML rendering, is
+    left out with `defense_html=False` (a report read from a file, which anyone may have written):
+    its Markdown text is shown instead, escaped.
+    """
     esc = html_lib.escape
     parts = [f"<h1>secsuite robustness report</h1><p>Model <code>{esc(report.model.source)}</code>, data <code>{esc(report.data.source)}</code> "
              f"({report.data.n_eval} examples), threat {esc(report.threat.norm)} eps {esc(str(report.threat.eps))}, seed {report.meta.seed}.</p>",
@@ -267,7 +272,8 @@ def to_html(report: Report) -> str:
         for d in report.defenses:
             header, rows = _attack_rows(d.attacks, d.worst_case)
             parts += [f"<h3>{esc(d.name)}</h3><p>clean accuracy {_pct(d.clean_acc)} ({100 * d.clean_acc_delta:+.1f} points), training {d.training_time_s:.1f} s</p>",
-                      _markdown_table_to_html(_table(header, rows)), d.details.get("html", "")]
+                      _markdown_table_to_html(_table(header, rows)),
+                      d.details.get("html", "") if defense_html else f"<pre>{esc(str(d.details.get('markdown', '')))}</pre>"]
     for name, module in EXTENSION_SECTIONS.items():
         section = getattr(report, name)
         if section is not None:

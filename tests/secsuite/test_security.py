@@ -280,3 +280,15 @@ def test_unreadable_fingerprint_on_resume_is_refused(out, tmp_path):
     assert_refused(secsuite_command("audit", "audit.toml", "--out", str(out), "--resume", cwd=tmp_path),
                    "fingerprint.json is missing or unreadable", "run without --resume")
     assert tree_bytes(out) == before
+
+
+def test_rendering_a_report_file_embeds_no_html_from_it(earlier_run, tmp_path):
+    hostile = json.loads((earlier_run / "report.json").read_text())
+    hostile["model"]["source"] = "<script>alert('source')</script>"
+    hostile["defenses"] = [{"name": "<script>alert('name')</script>", "clean_acc": 0.5, "clean_acc_delta": 0.0, "training_time_s": 1.0,
+                            "attacks": hostile["attacks"], "worst_case": hostile["worst_case"], "worst_case_delta": [],
+                            "details": {"html": "<script>alert('details')</script>", "markdown": "<b>table</b>"}}]
+    (tmp_path / "hostile.json").write_text(json.dumps(hostile))
+    done = secsuite_command("report", "hostile.json", "--format", "html", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "<script" not in done.stdout and "&lt;b&gt;table&lt;/b&gt;" in done.stdout
