@@ -3,7 +3,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 RUN := $(UV) run --frozen
 
-.PHONY: install audit test test-all bench schema clean
+.PHONY: install audit test test-slow test-all bench schema clean
 
 install:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -15,6 +15,10 @@ audit: install
 # One thread per process: the tests use tiny models, and OpenMP threads spin and stall on a busy 2-core machine.
 test: install
 	OMP_NUM_THREADS=1 $(RUN) python -m pytest
+
+# The slow tests alone (CI runs them after `make test`).
+test-slow: install
+	OMP_NUM_THREADS=1 $(RUN) python -m pytest -m slow
 
 test-all: install
 	OMP_NUM_THREADS=1 $(RUN) python -m pytest -m "slow or not slow"
