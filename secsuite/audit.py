@@ -25,9 +25,9 @@ from secsuite.data import DataSplits, Dataset, data_folder, load_dataset
 from secsuite.distributed import World
 from secsuite.errors import ConfigError, DataError
 from secsuite.evaluation import AttackEvaluation, attack_label, clean_section, evaluate_attacks, validity_warnings
+from secsuite.files import check_output_dir, save_torch, write_atomic
 from secsuite.model import Classifier
 from secsuite.progress import log
-from secsuite.files import check_output_dir, save_torch, write_atomic
 from secsuite.report import CleanSection, DataInfo, DefenseEntry, EpsDelta, Meta, ModelInfo, Report, ReportWarning, write_report
 from secsuite.resume import RunState, fingerprint
 from secsuite.sources import check_source, load_classifier
