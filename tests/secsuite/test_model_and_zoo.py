@@ -35,3 +35,30 @@ def test_bad_inputs_are_named(x, y, message):
     classifier = Classifier(build("small_cnn", 10, (1, 8, 8)), 10, (1, 8, 8))
     with pytest.raises(DataError, match=message):
         classifier.check_inputs(x, y)
+
+
+def test_output_contract_is_checked_without_counting():
+    from secsuite.errors import ModelError
+
+    x = torch.rand(2, 1, 8, 8)
+    fits = Classifier(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), 10, (1, 8, 8))
+    fits.check_outputs(x)
+    assert fits.counters() == (0, 0)
+    wrong_width = Classifier(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 9)), 10, (1, 8, 8))
+    with pytest.raises(ModelError, match=r"shape \(2, 9\) for 2 images; expected \(2, 10\)"):
+        wrong_width.check_outputs(x)
+    # A module built for other images fails inside forward: named, not a torch traceback.
+    other_size = Classifier(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), 10, (1, 8, 8), name="mlp")
+    with pytest.raises(ModelError, match=r"model mlp fails on images of shape \(2, 1, 8, 8\)"):
+        other_size.check_outputs(x)
+
+
+def test_non_finite_parameters_are_named():
+    from secsuite.errors import ModelError
+
+    classifier = Classifier(build("small_cnn", 10, (1, 8, 8)), 10, (1, 8, 8))
+    classifier.check_parameters("w.pt")
+    with torch.no_grad():
+        classifier.net[3].bias[1] = float("inf")
+    with pytest.raises(ModelError, match=r"w.pt: 3.bias holds NaN or infinite values"):
+        classifier.check_parameters("w.pt")
