@@ -103,6 +103,15 @@ def test_fingerprint_follows_weights_data_and_code(tmp_path, digits):
     for key, changed in changes.items():
         assert {k for k in base if base[k] != changed[k]} == {key}
 
+    archive = tmp_path / "model.ts"
+    archive.write_bytes(b"one archive")
+    scripted = tiny_config()
+    scripted.model.source, scripted.model.trust_code = f"torchscript:{archive}", True
+    before = fingerprint(scripted, digits, code)
+    archive.write_bytes(b"another archive")
+    after = fingerprint(scripted, digits, code)
+    assert {k for k in before if before[k] != after[k]} == {"source"}
+
 
 def test_resume_refuses_a_state_from_other_inputs_and_a_fresh_run_starts_empty(tmp_path):
     config = tiny_config()
