@@ -84,7 +84,8 @@ def _differences(saved: dict[str, Any], now: dict[str, Any], config: AuditConfig
 
 
 class RunState:
-    def __init__(self, out_dir: str | Path, config: AuditConfig, fingerprint: dict[str, Any], reuse: bool):
+    def __init__(self, out_dir: str | Path, config: AuditConfig, computed_from: dict[str, Any], reuse: bool):
+        """`computed_from`: this run's `fingerprint`."""
         self.root = Path(out_dir) / ".state" / config.config_hash()
         # Without --resume the state is written (for a later resume) but never read.
         self.reuse = reuse
@@ -97,7 +98,7 @@ class RunState:
             except (OSError, ValueError):
                 raise ResumeError(f"cannot resume from {self.root}: {marker.name} is missing or unreadable, so the state may be "
                                   "from another run; run without --resume to start over") from None
-            changed = _differences(saved, fingerprint, config)
+            changed = _differences(saved, computed_from, config)
             if changed:
                 raise ResumeError(f"cannot resume from {self.root}: it was computed with other inputs, {'; '.join(changed)}; "
                                   "run without --resume to start over")
@@ -107,7 +108,7 @@ class RunState:
                 shutil.rmtree(self.root)
             except OSError as error:
                 raise OutputError(f"cannot clear the old resume state {self.root}: {error.strerror or error}") from None
-        write_atomic(marker, json.dumps(fingerprint, indent=2, sort_keys=True))
+        write_atomic(marker, json.dumps(computed_from, indent=2, sort_keys=True))
 
     def _read(self, path: Path, load) -> Any:
         if not (self.reuse and path.is_file()):
