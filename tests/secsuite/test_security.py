@@ -121,6 +121,8 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
 
 def read_only(folder: Path) -> tuple[str, ...]:
     """Command prefix: run with `folder` bind-mounted read-only in a private mount namespace (root cannot write there either)."""
+    if not shutil.which("unshare") or subprocess.run(["unshare", "--map-root-user", "--mount", "true"], capture_output=True).returncode:
+        pytest.skip("a read-only folder needs `unshare --map-root-user --mount` (user namespaces), not available here")
     script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
     return ("unshare", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(folder))
 
