@@ -57,12 +57,13 @@ class APGD(Attack):
         self.loss, self.rho, self.momentum = loss, float(rho), float(momentum)
 
     def _objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        """Per example, the value the attacker maximises."""
+        """Per example, the value the attacker maximises: the targeted loss whenever a target is given (APGD-T
+        ascends it while counting any misclassification as success)."""
         if self.loss == "ce":
-            return -F.cross_entropy(logits, target, reduction="none") if self.targeted else F.cross_entropy(logits, y, reduction="none")
+            return -F.cross_entropy(logits, target, reduction="none") if target is not None else F.cross_entropy(logits, y, reduction="none")
         ranked = logits.sort(dim=1, descending=True).values
         true_logit = logits.gather(1, y[:, None]).squeeze(1)
-        if self.targeted:
+        if target is not None:
             return -(true_logit - logits.gather(1, target[:, None]).squeeze(1)) / (ranked[:, 0] - (ranked[:, 2] + ranked[:, 3]) / 2 + 1e-12)
         best_other = logits.scatter(1, y[:, None], -float("inf")).amax(1)
         return -(true_logit - best_other) / (ranked[:, 0] - ranked[:, 2] + 1e-12)

@@ -59,6 +59,12 @@ def boundary_step(points: torch.Tensor, w: torch.Tensor, b: torch.Tensor, norm: 
     return torch.where(active, -w * torch.minimum(level[:, None], cap), torch.zeros_like(w))
 
 
+def ranked_other_classes(logits: torch.Tensor, count: int) -> list[torch.Tensor]:
+    """Per image, the classes the model ranks 2nd, 3rd, ... (`count` of them, at most all the other classes)."""
+    ranking = logits.argsort(1, descending=True)
+    return [ranking[:, rank] for rank in range(1, min(count, logits.shape[1] - 1) + 1)]
+
+
 class FAB(Attack):
     name = "fab"
 
@@ -147,12 +153,7 @@ class FAB(Attack):
             logits = classifier(x)
         result = x.clone()
         robust = logits.argmax(1) == y
-        if self.target_classes:
-            ranking = logits.argsort(1, descending=True)
-            targets = [ranking[:, rank] for rank in range(1, min(self.target_classes, logits.shape[1] - 1) + 1)]
-        else:
-            targets = [None]
-        for target_class in targets:
+        for target_class in ranked_other_classes(logits, self.target_classes) if self.target_classes else [None]:
             for restart in range(self.restarts):
                 remaining = robust.nonzero().squeeze(1)
                 if not len(remaining):

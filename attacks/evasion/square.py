@@ -18,6 +18,7 @@ once the target is predicted).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -57,6 +58,7 @@ def window_mask(top: torch.Tensor, left: torch.Tensor, side: int, height: int, w
     return (((rows >= 0) & (rows < side))[:, :, None] & ((cols >= 0) & (cols < side))[:, None, :])[:, None]
 
 
+@functools.lru_cache(maxsize=64)
 def l2_window_pattern(side: int) -> torch.Tensor:
     """The L2 proposal shape: a positive pattern over the top half and a negative one over the bottom, unit norm."""
     pattern = torch.cat([square_pattern(side // 2, side), -square_pattern(side - side // 2, side)])
@@ -140,14 +142,14 @@ class Square(Attack):
         second = window_mask(top2, left2, side, height, width)
         both = window_mask(top, left, side, height, width) | second
         current = delta[image, :, rows, cols].permute(0, 3, 1, 2)  # (n, channels, side, side)
-        current_norm = current.flatten(2).norm(dim=2)[..., None, None]
-        image_norm = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-        windows_norm = (delta * both).flatten(2).norm(dim=2)[..., None, None]
+        current_norm = torch.linalg.vector_norm(current, dim=(2, 3), keepdim=True)
+        image_norm = torch.linalg.vector_norm(delta, dim=(1, 2, 3), keepdim=True)
+        windows_norm = torch.linalg.vector_norm(delta * both, dim=(2, 3), keepdim=True)
         flip = torch.randint(0, 2, (n, 1, 1, 1), generator=generator).bool().to(x.device)
         pattern = l2_window_pattern(side).to(x.device, x.dtype)
         proposal = torch.where(flip, pattern.t(), pattern) * signs + current / (1e-12 + current_norm)
         budget = ((self.eps ** 2 - image_norm ** 2).clamp_min(0) / channels + windows_norm ** 2).sqrt()
-        proposal = proposal / (1e-12 + proposal.flatten(2).norm(dim=2)[..., None, None]) * budget
+        proposal = proposal / (1e-12 + torch.linalg.vector_norm(proposal, dim=(2, 3), keepdim=True)) * budget
         delta = delta * ~second
         delta[image, :, rows, cols] = proposal.permute(0, 2, 3, 1)
         return (x + self.eps * l2_normalize(delta)).clamp(0, 1)
