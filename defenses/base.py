@@ -17,7 +17,23 @@ class DefenseResult:
     log: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch (loss, accuracy, eps, ...)
     training_time_s: float = 0.0
     epochs: int = 0
-    details: dict[str, Any] = field(default_factory=dict)  # JSON-able; optional "markdown"/"html" renderings for the report
+    # JSON-able; optional "markdown"/"html" renderings for the report. A parameter sweep goes under "<parameter>_sweep"
+    # as one row per value ({"<parameter>": value, "<metric>": ...}), so that the report can flag one that changed nothing.
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def flat_sweeps(details: dict[str, Any]) -> list[str]:
+    """The parameters whose "<parameter>_sweep" in `details` has two or more rows and the same metrics in every row."""
+    flat = []
+    for key, rows in details.items():
+        parameter = key.removesuffix("_sweep")
+        if parameter == key or not isinstance(rows, list) or len(rows) < 2 or not all(isinstance(row, dict) for row in rows):
+            continue
+        metrics = [name for name, value in rows[0].items()
+                   if name != parameter and isinstance(value, (int, float)) and not isinstance(value, bool)]
+        if metrics and all(row.get(name) == rows[0][name] for row in rows for name in metrics):
+            flat.append(parameter)
+    return flat
 
 
 class Defense:

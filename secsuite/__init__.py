@@ -41,22 +41,22 @@ def audit(config=None, out_dir=None, write: bool = True) -> "Report":
 def evaluate(model, data, threat=None, attacks=("fgsm", "pgd", "cw"), batch_size: int = 256) -> "Report":
     """Evaluate a model on data under a threat model with the named attacks; returns a Report (nothing written).
 
-    model: a Classifier, or an nn.Module taking [0,1] images (num_classes is read from the data).
-    data: a Dataset or a tuple (x, y). threat: a ThreatModel, a dict of its fields, or None (defaults).
+    model: a Classifier, or an nn.Module taking [0,1] images; evaluated in eval mode, and left in the mode it came in.
+    data: a secsuite Dataset, a tuple (x, y), a torch DataLoader of (x, y) batches, or any torch Dataset of
+    (image, label) items (Subset, TensorDataset, ImageFolder); num_classes comes from the data when it declares
+    it, otherwise from the model. threat: a ThreatModel, a dict of its fields, or None (defaults).
     attacks: names ("fgsm", "pgd", "cw", "art:ClassName") or dicts {"name": ..., **params}.
     """
     import torch
 
     from secsuite.audit import versions
-    from secsuite.data import Dataset
+    from secsuite.data import as_dataset
     from secsuite.evaluation import clean_section, evaluate_attacks, validity_warnings
-    from secsuite.model import Classifier
+    from secsuite.model import Classifier, output_classes
     from secsuite.report import DataInfo, Meta, ModelInfo, Report
     from secsuite.threat import EvaluateSpec, ThreatModel
 
-    if isinstance(data, tuple):
-        x, y = data
-        data = Dataset(x, y, int(y.max()) + 1, "tensors")
+    data = as_dataset(data, lambda x: model.num_classes if isinstance(model, Classifier) else output_classes(model, x[:1]))
     if not isinstance(model, Classifier):
         model = Classifier(model, data.num_classes, data.input_shape, name=type(model).__name__)
     threat = threat if isinstance(threat, ThreatModel) else ThreatModel(**(threat or {}))
@@ -74,6 +74,6 @@ def evaluate(model, data, threat=None, attacks=("fgsm", "pgd", "cw"), batch_size
         meta=Meta(seed=threat.seed, versions=versions(), device=str(model.device)),
         model=ModelInfo(source=model.name, num_classes=model.num_classes, input_shape=list(model.input_shape),
                         parameters=sum(p.numel() for p in model.parameters())),
-        data=DataInfo(source=data.name, n_train=0, n_eval=len(data)), threat=threat, clean=clean,
+        data=DataInfo(source=data.name, n_train=0, n_eval=len(data), class_counts=data.class_counts()), threat=threat, clean=clean,
         attacks=result.entries, worst_case=result.worst_case, warnings=validity_warnings(clean, result.entries),
     )

@@ -127,6 +127,33 @@ def prepare_model(config: AuditConfig, data: DataSplits, device: str | None = No
     return classifier, info
 
 
+def limit_warnings(config: AuditConfig, n_test: int) -> list[ReportWarning]:
+    """A limit the user asked for that the test split cannot give (the default limit is a cap, not a request)."""
+    limit = config.data.limit
+    if "limit" not in config.data.model_fields_set or limit is None or limit <= n_test:
+        return []
+    return [ReportWarning(code="limit_exceeds_split", subject="data", message=(
+        f"data.limit is {limit} but the test split of {config.data.source} holds {n_test} examples; all {n_test} were evaluated"))]
+
+
+def defense_warnings(spec, entry: DefenseEntry) -> list[ReportWarning]:
+    """A defense that costs more clean accuracy than the config allows, and a parameter sweep whose results never moved."""
+    from defenses.base import flat_sweeps
+
+    warnings = []
+    drop = -100 * entry.clean_acc_delta
+    if drop > spec.max_clean_drop:
+        warnings.append(ReportWarning(code="clean_accuracy_drop", subject=spec.name, message=(
+            f"clean accuracy falls {drop:.1f} points ({100 * (entry.clean_acc - entry.clean_acc_delta):.1f}% -> "
+            f"{100 * entry.clean_acc:.1f}%), more than the {spec.max_clean_drop:g} allowed (max_clean_drop); "
+            "its robust accuracy is bought with a model that no longer does its job")))
+    for parameter in flat_sweeps(entry.details):
+        warnings.append(ReportWarning(code="flat_sweep", subject=spec.name, message=(
+            f"the {parameter} sweep gave the same results at every value: the choice of {parameter} rests on nothing; "
+            "check that the parameter reaches the model and that the evaluation budget can tell the values apart")))
+    return warnings
+
+
 def run_defense(context: AuditContext, spec) -> tuple[DefenseEntry, list[ReportWarning]]:
     """Fit one defense on a copy of the model, save it (state_dict + how it was made), evaluate it like the original."""
     from defenses import make_defense
@@ -149,7 +176,7 @@ def run_defense(context: AuditContext, spec) -> tuple[DefenseEntry, list[ReportW
         worst_case_delta=[EpsDelta(eps=d.eps, robust_acc_delta=d.robust_acc - b.robust_acc) for d, b in zip(attacks.worst_case, baseline)],
         training_time_s=result.training_time_s, training_epochs=result.epochs, checkpoint=str(checkpoint), details=result.details,
     )
-    return entry, validity_warnings(clean, attacks.entries, subject=spec.name)
+    return entry, defense_warnings(spec, entry) + validity_warnings(clean, attacks.entries, subject=spec.name)
 
 
 DEFENSE_STEP = TypeAdapter(tuple[DefenseEntry, list[ReportWarning]])
@@ -228,7 +255,7 @@ def audit(config: AuditConfig | str | Path | None = None, out_dir: str | Path | 
     # weights, data and code: --resume refuses one that was computed from others.
     state = (RunState(out_dir, config, fingerprint(config, data, {"git_revision": git_revision(), **versions()}), reuse=resume)
              if world.is_main and (write or resume) else None)
-    eval_data = data.test.subset(config.data.limit)
+    eval_data = data.test.subset(config.data.limit, seed=config.threat.seed)
     classifier, model_info = prepare_model(config, data, device=world.device(), state=state, world=world)
     classifier.check_inputs(eval_data.x, eval_data.y)
     section_time["model"] = time.perf_counter() - tick
@@ -248,9 +275,10 @@ def audit(config: AuditConfig | str | Path | None = None, out_dir: str | Path | 
     report = Report(
         meta=Meta(seed=config.threat.seed, config_hash=config.config_hash(), git_revision=git_revision(), versions=versions(),
                   device=str(classifier.device), started_at=started_at),
-        model=model_info, data=DataInfo(source=config.data.source, n_train=len(data.train), n_eval=len(eval_data)),
+        model=model_info, data=DataInfo(source=config.data.source, n_train=len(data.train), n_eval=len(eval_data), n_test=len(data.test),
+                                        limit=config.data.limit, class_counts=eval_data.class_counts()),
         threat=config.threat, clean=clean, attacks=attacks.entries, worst_case=attacks.worst_case,
-        warnings=validity_warnings(clean, attacks.entries, subject="model"),
+        warnings=limit_warnings(config, len(data.test)) + validity_warnings(clean, attacks.entries, subject="model"),
     )
     for index, spec in enumerate(config.evaluate):
         if spec.kind in EVALUATORS:

@@ -38,13 +38,92 @@ class Dataset:
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.x.shape[1:])  # type: ignore[return-value]
 
-    def subset(self, limit: int | None) -> "Dataset":
+    def subset(self, limit: int | None, seed: int = 0) -> "Dataset":
+        """A seeded, class-stratified subset of `limit` examples (each class in proportion to its share),
+        in the data's own order. The first `limit` would be wrong: image folders are stored sorted by class."""
         if limit is None or limit >= len(self):
             return self
-        return Dataset(self.x[:limit], self.y[:limit], self.num_classes, self.name)
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        labels = self.y[order]
+        counts = torch.bincount(labels, minlength=self.num_classes)
+        rank_in_class = torch.empty(len(self), dtype=torch.float64)
+        for label in labels.unique():
+            members = (labels == label).nonzero().squeeze(1)
+            rank_in_class[members] = torch.arange(len(members), dtype=torch.float64)
+        # Taking the smallest (rank + 0.5) / class size gives every class its proportional share, rounded fairly.
+        share = (rank_in_class + 0.5) / counts[labels].double()
+        chosen = order[torch.argsort(share, stable=True)[:limit]].sort().values
+        return Dataset(self.x[chosen], self.y[chosen], self.num_classes, self.name)
+
+    def class_counts(self) -> list[int]:
+        return torch.bincount(self.y, minlength=self.num_classes).tolist()
 
     def shard(self, rank: int, world_size: int) -> "Dataset":
         return Dataset(self.x[rank::world_size], self.y[rank::world_size], self.num_classes, self.name)
+
+
+def _image_tensor(image, where: str) -> torch.Tensor:
+    """One image as a float (C, H, W) tensor in [0,1]: a tensor (uint8 is scaled by 1/255), an array or a PIL image."""
+    if not isinstance(image, torch.Tensor):
+        if hasattr(image, "getbands"):  # a PIL image: (H, W[, C]) bytes
+            array = np.asarray(image)
+            image = torch.from_numpy(array.copy()).reshape(*array.shape[:2], -1).permute(2, 0, 1)
+        else:
+            try:
+                image = torch.as_tensor(np.asarray(image))
+            except (TypeError, ValueError, RuntimeError):
+                raise DataError(f"{where}: the image is a {type(image).__name__}, not a tensor, array or PIL image") from None
+    return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+
+
+def _pair(item, where: str) -> tuple:
+    if not isinstance(item, (tuple, list)) or len(item) < 2:
+        raise DataError(f"{where}: expected (image, label) pairs, got a {type(item).__name__}")
+    return item[0], item[1]
+
+
+def _declared_num_classes(data) -> int | None:
+    """num_classes as the data declares it (`num_classes`, or torchvision's `classes`), looking through Subset and DataLoader."""
+    while data is not None:
+        if isinstance(getattr(data, "num_classes", None), int):
+            return data.num_classes
+        if isinstance(getattr(data, "classes", None), (list, tuple)):
+            return len(data.classes)
+        data = getattr(data, "dataset", None)
+    return None
+
+
+def as_dataset(data, model_num_classes) -> Dataset:
+    """secsuite's Dataset from what a user has: a Dataset, a tuple (x, y), a torch DataLoader of (x, y) batches,
+    or any torch Dataset of (image, label) items (Subset, TensorDataset, ImageFolder). num_classes comes from the data
+    when it declares it, otherwise from `model_num_classes(x)` (the model's output width)."""
+    from torch.utils.data import DataLoader
+
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(part, torch.Tensor) for part in data):
+        x, y, name = data[0], data[1], "tensors"
+    elif isinstance(data, DataLoader):
+        batches = [_pair(batch, f"DataLoader batch {i}") for i, batch in enumerate(data)]
+        if not batches:
+            raise DataError("the DataLoader yields no batches")
+        x = torch.cat([torch.as_tensor(bx) for bx, _ in batches])
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        y, name = torch.cat([torch.as_tensor(by).reshape(-1) for _, by in batches]), type(data.dataset).__name__
+    elif hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (tuple, list, str, dict)):
+        if len(data) == 0:
+            raise DataError(f"the {type(data).__name__} holds no examples")
+        pairs = [_pair(data[i], f"{type(data).__name__} item {i}") for i in range(len(data))]
+        images = [_image_tensor(image, f"{type(data).__name__} item {i}") for i, (image, _) in enumerate(pairs)]
+        shapes = {tuple(image.shape) for image in images}
+        if len(shapes) > 1:
+            raise DataError(f"{type(data).__name__}: images have different shapes {sorted(shapes)[:3]}; resize them first")
+        x, y, name = torch.stack(images), torch.tensor([int(label) for _, label in pairs]), type(data).__name__
+    else:
+        raise DataError(f"data: expected a secsuite Dataset, a torch Dataset or DataLoader of (image, label), or a tuple "
+                        f"(x, y) of tensors; got a {type(data).__name__}")
+    num_classes = _declared_num_classes(data)
+    return Dataset(x, y.long(), num_classes if num_classes is not None else model_num_classes(x), name)
 
 
 @dataclass

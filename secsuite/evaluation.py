@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from secsuite.data import Dataset
 from secsuite.distributed import World
 from secsuite.errors import ModelError
-from secsuite.model import Classifier
+from secsuite.model import Classifier, evaluation_mode
 from secsuite.progress import progress_bar
 from secsuite.report import AttackEntry, CleanSection, EpsResult, ReportWarning, WorstCaseEntry
 from secsuite.resume import RunState
@@ -31,7 +31,13 @@ class AttackEvaluation:
 
 
 def clean_section(classifier: Classifier, data: Dataset, batch_size: int = 256) -> CleanSection:
-    """Clean accuracy and the gradient checks; a model with NaN or infinite logits is a ModelError (nothing it reports means anything)."""
+    """Clean accuracy and the gradient checks, in eval mode (the caller's mode is restored); a model with NaN or
+    infinite logits is a ModelError (nothing it reports means anything)."""
+    with evaluation_mode(classifier):
+        return _clean_section(classifier, data, batch_size)
+
+
+def _clean_section(classifier: Classifier, data: Dataset, batch_size: int) -> CleanSection:
     correct, zero_grad, non_finite_grad, probability_like = 0, 0, 0, True
     for start in range(0, len(data), batch_size):
         x = data.x[start : start + batch_size].to(classifier.device).requires_grad_(True)
@@ -51,7 +57,8 @@ def clean_section(classifier: Classifier, data: Dataset, batch_size: int = 256) 
         probability_like &= bool((logits >= 0).all() and (logits <= 1).all() and torch.allclose(logits.sum(1), torch.ones(len(x), device=x.device), atol=1e-3))
     classifier.reset_counters()
     n = max(len(data), 1)
-    return CleanSection(clean_acc=correct / n, n_examples=len(data), zero_gradient_fraction=zero_grad / n,
+    chance = max(data.class_counts(), default=0) / n
+    return CleanSection(clean_acc=correct / n, n_examples=len(data), chance_acc=chance, zero_gradient_fraction=zero_grad / n,
                         non_finite_gradient_fraction=non_finite_grad / n, outputs_look_like_probabilities=probability_like)
 
 
@@ -78,15 +85,22 @@ def base_name(label: str) -> str:
 
 def evaluate_attacks(classifier: Classifier, data: Dataset, threat: ThreatModel, specs: list[EvaluateSpec], batch_size: int = 256,
                      state: RunState | None = None, world: World | None = None) -> AttackEvaluation:
-    """Run every attack spec at every eps of the threat model; worst case = pointwise minimum over attacks.
+    """Run every attack spec at every eps of the threat model, in eval mode (the caller's mode is restored);
+    worst case = pointwise minimum over the attacks built for the threat's norm. An attack of another norm
+    (CW, an L2 minimum-norm attack, under an Linf threat) is reported but does not count: its examples are
+    scored under the threat's norm although it never searched that ball.
 
     With `state`, each finished (attack, eps) outcome is checkpointed and, when resuming, reused.
     With a distributed `world`, each rank attacks its share of the batches and every rank gets the merged outcome.
     """
+    with evaluation_mode(classifier):
+        return _evaluate_attacks(classifier, data, threat, specs, batch_size, state, world or World())
+
+
+def _evaluate_attacks(classifier: Classifier, data: Dataset, threat: ThreatModel, specs: list[EvaluateSpec], batch_size: int,
+                      state: RunState | None, world: World) -> AttackEvaluation:
     from attacks import make_attack
 
-    world = world or World()
-    classifier.eval()
     clean_correct = classifier.predict(data.x, batch_size).cpu() == data.y
     n_correct = max(int(clean_correct.sum()), 1)
     attack_specs = [s for s in specs if s.kind in ("attack", "art")]
@@ -120,9 +134,11 @@ def evaluate_attacks(classifier: Classifier, data: Dataset, threat: ThreatModel,
                     broken = clean_correct & ~outcome["robust"]
                     results.append(_eps_result(eps, flags[eps], broken, outcome["norms"][threat.norm], n_correct, outcome))
             robust_flags[label] = flags
-            entries.append(AttackEntry(name=label, norm=threat.norm, minimum_norm=prototype.minimum_norm, params=_jsonable(spec.params()),
+            entries.append(AttackEntry(name=label, norm=threat.norm, attack_norm=prototype.norm, in_worst_case=prototype.norm == threat.norm,
+                                       minimum_norm=prototype.minimum_norm, params=_jsonable(spec.params()),
                                        unbounded_success_rate=unbounded, results=results))
-    return AttackEvaluation(entries, worst_case_from_flags(robust_flags, threat.eps, clean_correct), robust_flags)
+    counted = {entry.name: robust_flags[entry.name] for entry in entries if entry.in_worst_case}
+    return AttackEvaluation(entries, worst_case_from_flags(counted, threat.eps, clean_correct), robust_flags)
 
 
 def _jsonable(params: dict) -> dict:
@@ -180,10 +196,27 @@ def worst_case_from_flags(flags: dict[str, dict[float, torch.Tensor]], eps_grid:
     return entries
 
 
+def chance_level_bound(chance_acc: float, n_examples: int) -> float:
+    """Highest clean accuracy still read as chance: the majority-class share plus three binomial standard
+    errors (an untrained model's accuracy on n examples scatters around it by that much)."""
+    return chance_acc + 3 * (chance_acc * (1 - chance_acc) / max(n_examples, 1)) ** 0.5
+
+
 def validity_warnings(clean: CleanSection, attacks: list[AttackEntry], subject: str | None = None, n_examples: int | None = None) -> list[ReportWarning]:
     """AutoAttack-style sanity checks on one model's results."""
     warnings = []
     tolerance = 1.0 / max(n_examples or clean.n_examples, 1) + 1e-9
+    if clean.chance_acc is not None and clean.clean_acc <= chance_level_bound(clean.chance_acc, clean.n_examples):
+        warnings.append(ReportWarning(code="chance_level", subject=subject, message=(
+            f"clean accuracy {100 * clean.clean_acc:.1f}% is no better than always answering the most common class "
+            f"({100 * clean.chance_acc:.1f}% of these {clean.n_examples} examples): the model is untrained or its weights, "
+            "labels or normalisation do not match the data, and every robustness number below is meaningless")))
+    for entry in attacks:
+        if not entry.in_worst_case:
+            warnings.append(ReportWarning(code="other_norm_attack", subject=subject, message=(
+                f"{entry.name} is an {entry.attack_norm} attack under an {entry.norm} threat: its examples are scored in "
+                f"{entry.norm} but it never searched that ball, so it is shown but left out of the worst case; "
+                f"use an {entry.norm} attack as the strong check")))
     if clean.zero_gradient_fraction > 0.1:
         warnings.append(ReportWarning(code="zero_gradients", subject=subject, message=(
             f"{100 * clean.zero_gradient_fraction:.0f}% of examples have a zero input gradient: gradient-based attacks "

@@ -7,12 +7,41 @@ come from the wrapped module's parameters. Forward and backward passes are count
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from secsuite.errors import DataError, ModelError
+
+
+@contextmanager
+def evaluation_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Run the body with every submodule in eval mode, then give each its own earlier mode back
+    (a model the caller left in train mode, or with only some layers frozen, comes back as it was)."""
+    modes = [(child, child.training) for child in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for child, training in modes:
+            child.training = training
+
+
+@torch.no_grad()
+def output_classes(net: nn.Module, x: torch.Tensor) -> int:
+    """How many logits `net` returns for images like `x` (one forward pass on them, in eval mode)."""
+    device = next((t.device for t in list(net.parameters()) + list(net.buffers())), torch.device("cpu"))
+    with evaluation_mode(net):
+        try:
+            logits = net(x.to(device))
+        except RuntimeError as error:
+            raise ModelError(f"model {type(net).__name__} fails on images of shape {tuple(x.shape)}: {str(error).splitlines()[0][:200]}") from None
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[1] < 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ModelError(f"model {type(net).__name__} returns outputs of shape {shape}; expected (N, num_classes) logits")
+    return int(logits.shape[1])
 
 
 class Normalize(nn.Module):

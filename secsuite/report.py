@@ -29,7 +29,9 @@ class _Section(BaseModel):
 
 
 class ReportWarning(_Section):
-    code: str  # zero_gradients | not_monotone | probability_outputs | weaker_than_weaker_attack | ...
+    # zero_gradients | not_monotone | probability_outputs | weaker_than_weaker_attack | chance_level | other_norm_attack
+    # | clean_accuracy_drop | flat_sweep | limit_exceeds_split | ...
+    code: str
     message: str
     subject: str | None = None  # the model (or defended model) the warning is about
 
@@ -60,11 +62,15 @@ class DataInfo(_Section):
     source: str
     n_train: int
     n_eval: int
+    n_test: int | None = Field(None, description="size of the test split the evaluation examples were drawn from")
+    limit: int | None = Field(None, description="data.limit: a seeded, class-stratified subset of the test split of this size")
+    class_counts: list[int] | None = Field(None, description="evaluation examples per class (index = label)")
 
 
 class CleanSection(_Section):
     clean_acc: float
     n_examples: int
+    chance_acc: float | None = Field(None, description="accuracy of always answering the most common class of these examples")
     zero_gradient_fraction: float = Field(description="share of examples whose input gradient of the loss is (numerically) zero")
     non_finite_gradient_fraction: float = Field(0.0, description="share of examples whose input gradient of the loss has NaN or infinite entries")
     outputs_look_like_probabilities: bool
@@ -83,6 +89,8 @@ class EpsResult(_Section):
 class AttackEntry(_Section):
     name: str
     norm: str
+    attack_norm: str | None = Field(None, description="the norm the attack searches in (results are scored in `norm`, the threat's)")
+    in_worst_case: bool = Field(True, description="False for an attack of another norm than the threat's: shown, not counted")
     minimum_norm: bool = False
     params: dict[str, Any] = Field(default_factory=dict)
     unbounded_success_rate: float | None = Field(None, description="minimum-norm attacks: success with no eps limit")
@@ -178,11 +186,18 @@ def _attack_rows(entries: list[AttackEntry], worst: list[WorstCaseEntry]) -> tup
     rows = []
     for entry in entries:
         by_eps = {r.eps: r.robust_acc for r in entry.results}
-        rows.append([entry.name] + [_pct(by_eps.get(e)) for e in eps_values])
+        label = entry.name if entry.in_worst_case else f"{entry.name} ({entry.attack_norm}, not in worst case)"
+        rows.append([label] + [_pct(by_eps.get(e)) for e in eps_values])
     if worst:
         by_eps = {w.eps: w.robust_acc for w in worst}
         rows.append(["**worst case**"] + [_pct(by_eps.get(e)) for e in eps_values])
     return header, rows
+
+
+def _data_line(data: DataInfo) -> str:
+    drawn = (f"a seeded, class-stratified subset of the {data.n_test} test examples (limit {data.limit})"
+             if data.n_test is not None and data.n_eval < data.n_test else "all test examples")
+    return f"Evaluation examples: {drawn}; per class: {data.class_counts}."
 
 
 def to_markdown(report: Report) -> str:
@@ -191,6 +206,7 @@ def to_markdown(report: Report) -> str:
         "# secsuite robustness report", "",
         f"Model `{report.model.source}` ({report.model.parameters:,} parameters), data `{report.data.source}` "
         f"({report.data.n_eval} evaluation examples), threat {report.threat.norm} eps {report.threat.eps}, seed {meta.seed}.", "",
+    ] + ([_data_line(report.data), ""] if report.data.class_counts is not None else []) + [
         f"**Clean accuracy: {_pct(report.clean.clean_acc)}**", "",
     ]
     if report.warnings:
@@ -261,6 +277,7 @@ def to_html(report: Report, defense_html: bool = True) -> str:
     esc = html_lib.escape
     parts = [f"<h1>secsuite robustness report</h1><p>Model <code>{esc(report.model.source)}</code>, data <code>{esc(report.data.source)}</code> "
              f"({report.data.n_eval} examples), threat {esc(report.threat.norm)} eps {esc(str(report.threat.eps))}, seed {report.meta.seed}.</p>",
+             f"<p>{esc(_data_line(report.data))}</p>" if report.data.class_counts is not None else "",
              f"<p><b>Clean accuracy: {_pct(report.clean.clean_acc)}</b></p>"]
     if report.warnings:
         parts.append("<h2>Warnings</h2>" + "".join(f'<p class="warn"><b>{esc(w.code)}</b>{esc(f" ({w.subject})" if w.subject else "")}: {esc(w.message)}</p>' for w in report.warnings))

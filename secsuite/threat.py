@@ -137,9 +137,11 @@ class EvaluateSpec(_Parameters):
 
 
 class DefendSpec(_Parameters):
-    """One defense; every field other than name is passed to the defense's constructor."""
+    """One defense; every field other than name and max_clean_drop is passed to the defense's constructor."""
 
     name: str
+    # The report warns when the defended model's clean accuracy falls more than this many points below the original's.
+    max_clean_drop: Number = Field(default=10.0, ge=0, le=100)
 
 
 class OutputSpec(_Strict):

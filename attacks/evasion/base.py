@@ -6,9 +6,10 @@ import time
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
-from secsuite.model import Classifier
+from secsuite.model import Classifier, evaluation_mode, output_classes
 
 NORMS = ("linf", "l2")
 
@@ -88,23 +89,28 @@ class Attack:
         offset = torch.randint(1, num_classes, y.shape, generator=generator).to(y.device)
         return (y + offset) % num_classes
 
-    def attack(self, classifier: Classifier, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> AttackResult:
-        """Attack (x, y); targeted attacks use `target` or, if None, a seeded random other class."""
+    def __call__(self, model: Classifier | nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """The adversarial images, torchattacks-style: `PGD(eps=8 / 255)(model, x, y)`."""
+        return self.attack(model, x, y, target).x_adv
+
+    def attack(self, classifier: Classifier | nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> AttackResult:
+        """Attack (x, y); targeted attacks use `target` or, if None, a seeded random other class.
+
+        `classifier` may be a plain nn.Module taking [0,1] images: it is wrapped in a Classifier whose
+        num_classes is its output width. The model runs in eval mode and is left in the mode it came in."""
+        if not isinstance(classifier, Classifier):
+            classifier = Classifier(classifier, output_classes(classifier, x[:1]), tuple(x.shape[1:]), name=type(classifier).__name__)
         x, y = x.to(classifier.device), y.to(classifier.device)
         classifier.check_inputs(x, y)
         if self.targeted:
             target = self.random_targets(y, classifier.num_classes) if target is None else target.to(y.device)
             classifier.check_inputs(x, target)
-        was_training = classifier.training
-        classifier.eval()
         forward0, backward0 = classifier.counters()
         start = time.perf_counter()
-        try:
+        with evaluation_mode(classifier):
             x_adv = self._perturb(classifier, x, y, target if self.targeted else None).detach()
             with torch.no_grad():
                 pred = classifier(x_adv).argmax(1)
-        finally:
-            classifier.train(was_training)
         elapsed = time.perf_counter() - start
         success = (pred == target) if self.targeted else (pred != y)
         delta = x_adv - x
