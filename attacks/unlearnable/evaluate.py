@@ -45,8 +45,8 @@ class TrainingRecipe:
         return f"pgd-at {self.norm} eps={self.adversarial_eps:g}" if self.adversarial_eps > 0 else "erm"
 
 
-def train_and_test(train: Dataset, test: Dataset, recipe: TrainingRecipe, device: torch.device | str = "cpu") -> float:
-    """Train a fresh `recipe.arch` on `train` (seeded init) and return its accuracy on the clean `test`."""
+def train_model(train: Dataset, recipe: TrainingRecipe, device: torch.device | str = "cpu") -> Classifier:
+    """A fresh `recipe.arch` (seeded init) trained on `train` under the recipe's regime (ERM or PGD-AT)."""
     torch.manual_seed(recipe.seed)
     classifier = Classifier(build(recipe.arch, train.num_classes, train.input_shape), train.num_classes, train.input_shape,
                             name=recipe.arch).to(device)
@@ -60,4 +60,9 @@ def train_and_test(train: Dataset, test: Dataset, recipe: TrainingRecipe, device
     options = {"loss_fn": loss_fn} if loss_fn is not None else {}
     train_classifier(classifier, train, epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size, seed=recipe.seed,
                      description=f"{recipe.regime} on {train.name}", **options)
-    return classifier.accuracy(test.x, test.y)
+    return classifier
+
+
+def train_and_test(train: Dataset, test: Dataset, recipe: TrainingRecipe, device: torch.device | str = "cpu") -> float:
+    """Train a fresh `recipe.arch` on `train` and return its accuracy on the clean `test`."""
+    return train_model(train, recipe, device).accuracy(test.x, test.y)

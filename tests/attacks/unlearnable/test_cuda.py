@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from attacks.unlearnable import CUDA, TrainingRecipe, train_and_test, write_dataset
+from attacks.evasion import PGD
+from attacks.unlearnable import CUDA, TrainingRecipe, train_and_test, train_model, write_dataset
 from secsuite.data import Dataset, DataSplits, load_dataset
 
 
@@ -93,12 +94,22 @@ def test_protected_digits_are_unlearnable_and_mix_weakens_it(digits):
     clean = train_and_test(digits.train, digits.test, recipe)
     full = train_and_test(CUDA(key=0, mix=1.0).protect(digits.train), digits.test, recipe)
     half = train_and_test(CUDA(key=0, mix=0.5).protect(digits.train), digits.test, recipe)
+    # Measured over seeds (recipe seed = key) 0-2, OMP_NUM_THREADS=1 and 2: clean 0.972-0.983, drop at mix 1.0
+    # 0.454-0.532, drop at mix 0.5 0.036-0.039, so the mix 1.0 drop exceeds the mix 0.5 drop by 0.41-0.50.
     assert clean > 0.9
     assert clean - full >= 0.3, (clean, full)
-    assert clean - half < clean - full, (clean, half, full)
+    assert (clean - full) - (clean - half) >= 0.2, (clean, half, full)
 
 
-def test_adversarial_training_regime_learns_clean_digits(digits):
-    recipe = TrainingRecipe(epochs=3, seed=0, adversarial_eps=0.05, adversarial_steps=2)
-    assert recipe.regime.startswith("pgd-at")
-    assert train_and_test(digits.train, digits.test, recipe) > 0.6
+def test_adversarial_training_regime_resists_pgd_where_plain_training_does_not(digits):
+    """What makes the PGD-AT regime adversarial training: at the same epochs and seed, its model keeps far more
+    of its accuracy under a PGD attack at the training eps than the ERM model does."""
+    plain = train_model(digits.train, TrainingRecipe(epochs=6, seed=0))
+    adversarial = train_model(digits.train, TrainingRecipe(epochs=6, seed=0, adversarial_eps=0.15, adversarial_steps=3))
+    attack = PGD(eps=0.15, steps=10, seed=0)
+    robust = {name: attack.attack(model, digits.test.x, digits.test.y).robust.float().mean().item()
+              for name, model in (("erm", plain), ("pgd-at", adversarial))}
+    # Measured over seeds 0-2, OMP_NUM_THREADS=1 and 2: PGD accuracy ERM 0.187-0.284, PGD-AT 0.543-0.563,
+    # gap 0.28-0.36 (per seed 0.28 / 0.36 / 0.33); clean accuracy of the PGD-AT model 0.900-0.925.
+    assert robust["pgd-at"] - robust["erm"] >= 0.15, robust
+    assert adversarial.accuracy(digits.test.x, digits.test.y) >= 0.8
