@@ -172,7 +172,8 @@ class RiFT(Defense):
             for alpha in self.alphas:
                 model.load_state_dict(self._interpolate(theta_at, theta_ft, alpha))
                 robust = self._pgd(self.eval_steps).attack(model, x, y).robust.float().mean().item()
-                rows.append({"alpha": alpha, "clean_acc": model.accuracy(x, y), "robust_acc": robust})
+                clean_loss, _ = self._batched_loss(model, x, y)
+                rows.append({"alpha": alpha, "clean_acc": model.accuracy(x, y), "clean_loss": clean_loss, "robust_acc": robust})
                 advance()
         base = rows[0]["robust_acc"]  # alphas are sorted and contain 0
         allowed = [r for r in rows if 100 * (base - r["robust_acc"]) <= self.tolerance + 1e-9]

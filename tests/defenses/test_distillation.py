@@ -37,20 +37,25 @@ def robust(entries, attack):
     return {r.eps: r.robust_acc for r in next(e for e in entries if e.name == attack).results}
 
 
+# Spreads: threat and distillation seeds 0-2 under OMP_NUM_THREADS 1 and 2 (6 audits).
+
+
 def test_distillation_reproduces_gradient_masking(distilled_report):
     report, out_dir = distilled_report
     (defense,) = report.defenses
+    # Spread: clean 96-98%; FGSM accuracy at eps 0.2 distilled 92-96%, undistilled 4-9%; mean largest logit 1001-1045.
     assert defense.clean_acc >= 0.9
     undistilled, distilled = robust(report.attacks, "fgsm"), robust(defense.attacks, "fgsm")
     # FGSM "looks stronger" against the distilled model: its gradient is zero, so FGSM does not move.
-    assert distilled[0.2] > undistilled[0.2] + 0.2
+    assert distilled[0.2] > undistilled[0.2] + 0.6
     assert sum(distilled.values()) > sum(undistilled.values())
     for entries in (report.attacks, defense.attacks):
         cw = next(e for e in entries if e.name == "cw")
         assert cw.unbounded_success_rate >= 0.95
     zero_gradient = [w.subject for w in report.warnings if w.code == "zero_gradients"]
     assert zero_gradient == ["distillation"]
-    assert defense.details["deployed_temperature"] == 1.0 and defense.details["mean_max_logit"] > 100
+    # Trained at T=100, deployed at T=1: the logits are about T times larger than an undistilled model's.
+    assert defense.details["deployed_temperature"] == 1.0 and defense.details["mean_max_logit"] > 500
     assert "T=100" in (out_dir / "report.md").read_text()
 
 
@@ -67,7 +72,8 @@ def test_evaluating_logits_over_t_removes_the_masking(distilled_report, digits):
     data = digits.test.subset(100)
     # The saved state_dict is the evaluated model: it re-audits like any user model.
     assert distilled.accuracy(data.x, data.y) == pytest.approx(report.defenses[0].clean_acc)
-    assert clean_section(distilled, data).zero_gradient_fraction > 0.1
+    # Spread: zero-gradient fraction 94-97% deployed at T=1, 0% with logits/T.
+    assert clean_section(distilled, data).zero_gradient_fraction > 0.8
     assert clean_section(scaled, data).zero_gradient_fraction < 0.02
 
 
