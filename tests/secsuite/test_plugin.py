@@ -123,6 +123,6 @@ def test_plugin_fixture_records_passes_and_fails_with_the_table(pytester, monkey
     result.stdout.fnmatch_lines([
         "*robustness regression against baseline 'test_inner.py::test_digits_robustness'*",
         "metric*baseline*now*delta",
-        "clean_acc*1.0000*0.7*-0.2*FAIL (tolerance 0.02)",
+        "clean_acc*0.9*0.7*-0.2*FAIL (tolerance 0.02)",
         "pgd@0.1*FAIL (tolerance 0.03)",
     ])
