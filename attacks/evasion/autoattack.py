@@ -102,12 +102,9 @@ class AutoAttackResult:
     broken_by: dict[str, int]  # images first broken by each attack, in cascade order
     robust_acc_after: dict[str, float]  # robust accuracy after each attack
     seconds: dict[str, float]  # wall time of each attack
+    passes: dict[str, tuple[int, int]]  # forward and backward passes (images) of each attack
     robust: torch.Tensor  # bool (N,): correct on the clean image and on every attack's point
     x_adv: torch.Tensor  # the point that broke each broken image; the clean image otherwise
-
-    def summary(self) -> dict:
-        """The scalar fields, for a JSON report."""
-        return {key: value for key, value in vars(self).items() if key not in ("robust", "x_adv")}
 
 
 def run_autoattack(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
@@ -120,16 +117,16 @@ def run_autoattack(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, eps
     cascade = attacks if attacks is not None else autoattack_attacks(eps, norm, version, seed, steps, n_queries, target_classes, eot_draws)
     x, y = x.to(classifier.device), y.to(classifier.device)
     classifier.check_inputs(x, y)
+    if robust is not None and robust.shape != y.shape:
+        raise ValueError(f"robust must have shape {tuple(y.shape)} (one flag per image), got {tuple(robust.shape)}")
     forward0, backward0 = classifier.counters()
     clean_correct = classifier.predict(x, batch_size) == y
     clean_acc = clean_correct.float().mean().item()
-    if robust is not None and robust.shape != y.shape:
-        raise ValueError(f"robust must have shape {tuple(y.shape)} (one flag per image), got {tuple(robust.shape)}")
     robust = clean_correct if robust is None else clean_correct & robust.to(y.device)
     x_adv = x.clone()
-    broken_by, robust_after, seconds = {}, {}, {}
+    broken_by, robust_after, seconds, passes = {}, {}, {}, {}
     for name, attack in cascade:
-        start = time.perf_counter()
+        start, counted = time.perf_counter(), classifier.counters()
         remaining = robust.nonzero().squeeze(1)
         newly = 0
         for chunk in remaining.split(batch_size):
@@ -140,10 +137,11 @@ def run_autoattack(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, eps
             newly += int(broken.sum())
         broken_by[name], robust_after[name] = newly, robust.float().mean().item()
         seconds[name] = time.perf_counter() - start
+        passes[name] = (classifier.n_forward - counted[0], classifier.n_backward - counted[1])
     forward, backward = classifier.counters()
     return AutoAttackResult(
         version=version if attacks is None else "custom", norm=norm, eps=float(eps), clean_acc=clean_acc,
         autoattack_acc=robust.float().mean().item(), number_forward_passes=forward - forward0,
         number_backward_passes=backward - backward0, broken_by=broken_by, robust_acc_after=robust_after,
-        seconds=seconds, robust=robust, x_adv=x_adv,
+        seconds=seconds, passes=passes, robust=robust, x_adv=x_adv,
     )
