@@ -53,13 +53,17 @@ class PGD(Attack):
         if self.restarts == 1:
             return best
         with torch.no_grad():
-            best_loss = F.cross_entropy(classifier(best), labels, reduction="none")
+            logits = classifier(best)
+        best_loss, best_reached = F.cross_entropy(logits, labels, reduction="none"), self.reached_goal(logits, labels)
         for _ in range(self.restarts - 1):
             candidate = self._one_run(classifier, x, labels, generator)
             with torch.no_grad():
-                loss = F.cross_entropy(classifier(candidate), labels, reduction="none")
-            # Untargeted keeps the highest loss, targeted the lowest (closest to the target).
-            better = loss < best_loss if self.targeted else loss > best_loss
+                logits = classifier(candidate)
+            loss, reached = F.cross_entropy(logits, labels, reduction="none"), self.reached_goal(logits, labels)
+            # A run that reached the goal beats one that did not, so a restart never undoes a success; between
+            # equals, untargeted keeps the highest loss, targeted the lowest (closest to the target).
+            closer = loss < best_loss if self.targeted else loss > best_loss
+            better = (reached & ~best_reached) | ((reached == best_reached) & closer)
             best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), candidate, best)
-            best_loss = torch.where(better, loss, best_loss)
+            best_loss, best_reached = torch.where(better, loss, best_loss), best_reached | reached
         return best

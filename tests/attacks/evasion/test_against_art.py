@@ -39,6 +39,7 @@ def test_pgd_at_least_as_strong_as_art(digits_model, digits, norm, eps):
         x_art = torch.from_numpy(art.generate(x.numpy(), y=np.eye(10, dtype=np.float32)[y.numpy()]))
         art_runs.append((digits_model.predict(x_art) == y).float().mean().item())
     our_robust, art_robust = sum(our_runs) / 3, sum(art_runs) / 3
+    # Spread (digits CNN seeds 0-2): ours minus ART -0.1 to +0.4 points (Linf), -2.5 to -0.8 (L2).
     assert our_robust <= art_robust + 0.01, (our_runs, art_runs)
     # Both must be real attacks on this undefended model, not no-ops.
     assert our_robust < digits_model.accuracy(x, y) - 0.1
@@ -52,11 +53,12 @@ def test_cw_beats_art_at_same_budget(digits_model, digits_eval):
     art = CarliniL2Method(art_estimator(digits_model), binary_search_steps=5, max_iter=50, batch_size=48, verbose=False)
     x_art = torch.from_numpy(art.generate(x.numpy()))
     art_success = digits_model.predict(x_art) != y
-    assert ours.success.float().mean() >= art_success.float().mean()
+    # ART at its defaults (learning rate 0.01, initial constant 0.01; ours 0.1 and 1e-3). Spread (digits CNN
+    # seeds 0-2): ours 100%, ART 65-69% success; median L2 ours / ART on the common examples 0.88-0.92.
+    assert ours.success.float().mean() >= art_success.float().mean() + 0.15
     both = ours.success & art_success
-    if both.any():
-        art_l2 = (x_art - x).flatten(1).norm(dim=1)
-        assert ours.l2[both].median() <= art_l2[both].median() * 1.05
+    art_l2 = (x_art - x).flatten(1).norm(dim=1)
+    assert ours.l2[both].median() <= art_l2[both].median()
 
 
 def test_art_adapter_runs_any_evasion_attack_by_name(digits_model, digits_eval):

@@ -114,7 +114,8 @@ def test_apgd_ce_at_least_as_strong_as_pgd_and_art(digits_model, digits, norm, e
     x_art = torch.from_numpy(art.generate(x.numpy(), y=np.eye(10, dtype=np.float32)[y.numpy()]))
     art_robust = (digits_model.predict(x_art) == y).float().mean().item()
     assert ours <= pgd + 0.01, (ours, pgd)
-    # Different random starts move either by up to ~4 of the 359 digits (seeds 0-2: ours 63.8-64.9%, ART 64.1-64.4%).
+    # Spread (digits CNN seeds 0-2): ours minus ART -0.3 to +1.1 points (Linf), -1.4 to +0.3 (L2); ours minus
+    # PGD-20 -0.6 to -0.3 (Linf), -2.5 to -0.3 (L2). Random starts alone move either by up to ~4 of the 359 digits.
     assert ours <= art_robust + 0.015, (ours, art_robust)
     assert ours < digits_model.accuracy(x, y) - 0.1
 
@@ -141,20 +142,29 @@ def test_dlr_breaks_saturated_logits_where_cross_entropy_is_masked(digits_model,
     assert ce_scaled >= dlr_scaled + 0.3, (ce_scaled, dlr_scaled)  # CE's gradient underflows to zero
 
 
-@pytest.mark.parametrize("loss", ["ce", "dlr"])
-def test_targeted_apgd_reaches_its_targets(digits_model, digits_eval, loss):
+# Spread (digits CNN seeds 0-2, 1 and 2 threads): CE 92-98%, DLR 84-94% reach the target; 100 steps or 3 restarts
+# add at most 3 points: the rest are out of reach at eps 0.3 (targeted PGD-CE reaches 92-98% too).
+@pytest.mark.parametrize("loss, at_least", [("ce", 0.85), ("dlr", 0.75)])
+def test_targeted_apgd_reaches_its_targets(digits_model, digits_eval, loss, at_least):
     x, y = digits_eval
     target = (y + 1) % 10
     result = APGD(eps=0.3, steps=30, loss=loss, targeted=True).attack(digits_model, x, y, target)
-    assert result.success.float().mean() >= 0.9
+    assert result.success.float().mean() >= at_least
     assert torch.equal(result.success, digits_model.predict(result.x_adv) == target)
 
 
-def test_restarts_only_help(digits_model, digits_eval):
-    x, y = digits_eval
-    once = APGD(eps=0.08, steps=10, seed=3).attack(digits_model, x, y).robust
-    thrice = APGD(eps=0.08, steps=10, restarts=3, seed=3).attack(digits_model, x, y).robust
-    assert not (thrice & ~once).any()  # the first run is kept; later runs only add broken examples
+def test_restarts_run_again_on_the_examples_still_robust_and_only_help(digits_model, digits):
+    x, y = digits.test.x, digits.test.y
+    once = APGD(eps=0.15, steps=10).attack(digits_model, x, y)
+    thrice = APGD(eps=0.15, steps=10, restarts=3).attack(digits_model, x, y)
+    assert not (thrice.robust & ~once.robust).any()  # the first run is kept; later runs only add broken examples
+    # Spread (digits CNN seeds 0-2, 1 and 2 threads): the restarts break 3-13 more of the 359 digits.
+    assert (once.robust & ~thrice.robust).sum() >= 1
+    # Each run costs steps + 1 gradient passes per example it attacks: the second run attacks every example the
+    # first left robust, the third those still robust after the second.
+    survivors = int(once.robust.sum())
+    assert survivors > 0
+    assert 11 * (len(x) + survivors + int(thrice.robust.sum())) <= thrice.n_backward <= 11 * (len(x) + 2 * survivors)
 
 
 @pytest.mark.parametrize("params,message", [({"loss": "hinge"}, "loss must be one of"), ({"rho": 0}, "rho must be > 0"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +27,18 @@ def test_output_in_ball_and_box(digits_model, digits, attack, start):
     norms = (result.x_adv - x).flatten(1)
     size = norms.abs().amax(1) if attack.norm == "linf" else norms.norm(dim=1)
     assert (size <= attack.eps + 1e-5).all()
+
+
+@pytest.mark.parametrize("attack", [
+    PGD(eps=0.05, steps=10, step_size=0.05), PGD(eps=0.5, norm="l2", steps=10, step_size=0.5),
+    APGD(eps=0.05, steps=10), APGD(eps=0.5, norm="l2", steps=10),
+], ids=["pgd-linf", "pgd-l2", "apgd-linf", "apgd-l2"])
+def test_iterative_attacks_end_on_or_inside_the_ball(digits_model, digits_eval, attack):
+    # Steps as long as the radius: unprojected iterates would leave the ball after one or two steps.
+    x, y = digits_eval
+    size = attack.attack(digits_model, x, y).norms(attack.norm)
+    assert size.max() <= attack.eps + 1e-5
+    assert size.max() >= 0.99 * attack.eps  # and the attack does use the ball
 
 
 @settings(max_examples=8, deadline=None)
