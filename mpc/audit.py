@@ -73,11 +73,20 @@ def _candidates(context, options: MPCOptions) -> list[tuple[Classifier, str | No
     return found
 
 
+def agrees_with_plaintext(result: PrivateResult, min_agreement: float) -> bool:
+    """At least `min_agreement` argmax agreement, and every private logit closer to plaintext than plaintext's largest logit.
+
+    The second condition catches outputs that are noise (parties out of step, fixed-point overflow) even where the
+    argmax survives by chance, as it can on a small batch.
+    """
+    return result.argmax_agreement >= min_agreement and result.max_abs_error < result.plain_logits.abs().max().item()
+
+
 def _variant(result: PrivateResult, clean_acc: float, y, attention, activation, min_agreement: float) -> Variant:
     return Variant(
         name=result.name, attention=attention, activation=activation, clean_acc=clean_acc,
         private_acc=(result.logits.argmax(1) == y).float().mean().item(), argmax_agreement=result.argmax_agreement,
-        max_abs_logit_error=result.max_abs_error if math.isfinite(result.max_abs_error) else None, agrees=result.argmax_agreement >= min_agreement,
+        max_abs_logit_error=result.max_abs_error if math.isfinite(result.max_abs_error) else None, agrees=agrees_with_plaintext(result, min_agreement),
         bytes=result.total_bytes, bytes_per_party=result.bytes, rounds=result.max_rounds, wall_time_s=result.wall_time_s,
         compute_s=result.compute_s, modelled_latency_s=result.modelled_latency_s,
         by_op={kind: OpCost(rounds=int(e["rounds"]), bytes=int(e["bytes"]), calls=int(e["calls"]), seconds=float(e.get("seconds", 0.0))) for kind, e in result.by_op.items()},
@@ -111,12 +120,14 @@ def run(context, spec) -> Section:
     candidates = _candidates(context, options)
     models = [c for c, _, _ in candidates]
     calibration = context.data.train.x[: options.calibration_size].cpu() if options.calibrate else None
-    results = private_inference_many(models, x, options.parties, knobs, options.private_weights, options.timeout_s, calibration)
+    seed = context.threat.seed  # reproducible shares and outputs: the audit evaluates, both parties are local
+    results = private_inference_many(models, x, options.parties, knobs, options.private_weights, options.timeout_s, calibration, seed)
     variants = [_variant(r, m.accuracy(data.x, data.y), y, att, act, options.min_agreement)
                 for r, (m, att, act) in zip(results, candidates)]
     knob_results = []
     for setting in sweep:
-        r = private_inference_many([context.classifier], x, options.parties, setting, options.private_weights, options.timeout_s, calibration)[0]
+        r = private_inference_many([context.classifier], x, options.parties, setting, options.private_weights, options.timeout_s, calibration,
+                                   seed)[0]
         knob_results.append(KnobResult(variant=r.name, exp_iterations=setting.exp_iterations, reciprocal_iterations=setting.reciprocal_iterations,
                                        precision_bits=setting.precision_bits, sqrt_iterations=setting.sqrt_iterations, argmax_agreement=r.argmax_agreement,
                                        max_abs_logit_error=r.max_abs_error if math.isfinite(r.max_abs_error) else None, bytes=r.total_bytes, rounds=r.max_rounds))

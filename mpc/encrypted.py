@@ -55,15 +55,21 @@ class EncryptedModel:
         self.crypten = crypten
         self.private_weights = private_weights
         self.net = classifier
-        self._params: dict[int, object] = {}
+        self._params: dict[object, tuple] = {}
         check_supported(classifier)
 
-    def param(self, tensor: torch.Tensor):
-        key = id(tensor)
+    def param(self, tensor: torch.Tensor, key: object = None):
+        """The shared (or public) copy of `tensor`, shared once per `key` (default: the tensor's identity).
+
+        Both parties must share the same tensors in the same order, so a key must mean the same thing in each
+        process for the whole session: the cache holds the tensor itself, so its id is never reused by another
+        object, and tensors computed on each call (folded BatchNorm) pass a key naming their layer.
+        """
+        key = id(tensor) if key is None else key
         if key not in self._params:
             value = tensor.detach().float()
-            self._params[key] = self.crypten.cryptensor(value, src=MODEL_OWNER) if self.private_weights else value
-        return self._params[key]
+            self._params[key] = (tensor, self.crypten.cryptensor(value, src=MODEL_OWNER) if self.private_weights else value)
+        return self._params[key][1]
 
     def __call__(self, x, meter: CostMeter):
         return run_module(self, self.net, x, meter)
@@ -88,7 +94,8 @@ def _batchnorm(model: EncryptedModel, layer: nn.BatchNorm2d, x, meter):
     scale = layer.weight / torch.sqrt(layer.running_var + layer.eps)
     shift = layer.bias - layer.running_mean * scale
     with meter.op("linear"):
-        return x * model.param(scale.view(1, -1, 1, 1)) + model.param(shift.view(1, -1, 1, 1))
+        return (x * model.param(scale.view(1, -1, 1, 1), key=("batchnorm-scale", id(layer)))
+                + model.param(shift.view(1, -1, 1, 1), key=("batchnorm-shift", id(layer))))
 
 
 def _layernorm(model: EncryptedModel, layer: nn.LayerNorm, x, meter):
@@ -208,9 +215,9 @@ def _attention(model: EncryptedModel, layer: Attention, x, meter):
     groups = _head_groups(layer)
     if len(groups) > 1:
         key = ("grouped", id(layer))
-        if key not in model._params:  # keep the permuted tensors alive: model.param caches by id
-            model._params[key] = _grouped_weights(layer, head_dim)
-        qkv_weight, qkv_bias, proj_weight = model._params[key]
+        if key not in model._params:  # computed once per layer, so model.param sees the same tensors every call
+            model._params[key] = (layer, _grouped_weights(layer, head_dim))
+        qkv_weight, qkv_bias, proj_weight = model._params[key][1]
     else:
         qkv_weight, qkv_bias, proj_weight = layer.qkv.weight, layer.qkv.bias, layer.proj.weight
     with meter.op("linear"):

@@ -12,6 +12,7 @@ which generates them locally.
 from __future__ import annotations
 
 import copy
+import hashlib
 import multiprocessing as mp
 import os
 import queue as queue_module
@@ -105,11 +106,34 @@ def _hide_weights(classifier: Classifier) -> Classifier:
     return hidden
 
 
+def _derived_seed(seed: int, *purpose) -> int:
+    digest = hashlib.sha256(repr((seed, *purpose)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1  # a non-negative 63-bit torch seed
+
+
+def seed_generators(crypten, seed: int, rank: int, world_size: int) -> None:
+    """Replace CrypTen's random seeds (os.urandom at init) by ones derived from `seed`, consistently across parties.
+
+    Every random value of the protocol (sharings of zero, the trusted first party's Beaver triples, the
+    shares that make fixed-point truncation probabilistic) comes from these four generators per party,
+    so two sessions with the same seed, parties, models and inputs compute the same shares and outputs.
+    "next" of rank r is "prev" of rank r+1, as CrypTen's own seed exchange sets them up.
+    Anyone who knows the seed can recompute every share: a seeded session is for reproducible evaluation only.
+    """
+    for device in crypten.generators["prev"]:
+        crypten.generators["next"][device].manual_seed(_derived_seed(seed, "pair", rank))
+        crypten.generators["prev"][device].manual_seed(_derived_seed(seed, "pair", (rank - 1) % world_size))
+        crypten.generators["local"][device].manual_seed(_derived_seed(seed, "local", rank))
+        crypten.generators["global"][device].manual_seed(_derived_seed(seed, "global"))
+
+
 def run_party(rank: int, world_size: int, classifiers: Sequence[Classifier], x: torch.Tensor, knobs: Knobs,
-              private_weights: bool, results) -> None:
+              private_weights: bool, results, seed: int | None = None) -> None:
     """One party's whole session; puts ("result", rank, index, payload) per model on `results`.
 
     Expects RENDEZVOUS (and MASTER_ADDR/MASTER_PORT for env://) in the environment.
+    seed: derive CrypTen's randomness from it (reproducible runs, no secrecy; see `seed_generators`);
+    None keeps CrypTen's own random seeds.
     """
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "DISTRIBUTED_BACKEND": "gloo"})
     torch.set_num_threads(1)
@@ -117,6 +141,8 @@ def run_party(rank: int, world_size: int, classifiers: Sequence[Classifier], x: 
     crypten.cfg.communicator.verbose = True  # the counters stay zero otherwise
     knobs.apply(crypten.cfg)
     crypten.init()
+    if seed is not None:
+        seed_generators(crypten, seed, rank, world_size)
     comm = crypten.comm.get()
     try:
         for index, classifier in enumerate(classifiers):
@@ -136,10 +162,10 @@ def run_party(rank: int, world_size: int, classifiers: Sequence[Classifier], x: 
         crypten.uninit()
 
 
-def _party_main(rank, world_size, classifiers, x, knobs, private_weights, results, rendezvous):
+def _party_main(rank, world_size, classifiers, x, knobs, private_weights, results, rendezvous, seed):
     os.environ["RENDEZVOUS"] = rendezvous
     try:
-        run_party(rank, world_size, classifiers, x, knobs, private_weights, results)
+        run_party(rank, world_size, classifiers, x, knobs, private_weights, results, seed)
     except BaseException as error:  # report any failure to the launcher as one line, then die
         results.put(("error", rank, None, f"{type(error).__name__}: {error}".splitlines()[0]))
         raise
@@ -157,7 +183,7 @@ def _last_error(results) -> str:
 
 
 def _launch(classifiers: Sequence[Classifier], x: torch.Tensor, parties: int, knobs: Knobs, private_weights: bool,
-            timeout_s: float) -> list[list[dict]]:
+            timeout_s: float, seed: int | None) -> list[list[dict]]:
     """Run every model through one multi-party session; returns payloads[index][rank]."""
     rendezvous = os.environ.get("RENDEZVOUS") or f"tcp://127.0.0.1:{_free_port()}"
     context = mp.get_context("spawn")
@@ -168,7 +194,7 @@ def _launch(classifiers: Sequence[Classifier], x: torch.Tensor, parties: int, kn
         models = classifiers if rank == MODEL_OWNER else hidden_models
         inputs = x if rank == DATA_OWNER else torch.zeros_like(x)
         processes.append(context.Process(target=_party_main, daemon=True, name=f"mpc-party-{rank}",
-                                         args=(rank, parties, list(models), inputs, knobs, private_weights, results, rendezvous)))
+                                         args=(rank, parties, list(models), inputs, knobs, private_weights, results, rendezvous, seed)))
     payloads: list[list[dict | None]] = [[None] * parties for _ in classifiers]
     expected = len(classifiers) * parties
     deadline = time.monotonic() + timeout_s
@@ -205,8 +231,11 @@ def _launch(classifiers: Sequence[Classifier], x: torch.Tensor, parties: int, kn
 
 def private_inference_many(classifiers: Sequence[Classifier], x: torch.Tensor, parties: int = 2, knobs: Knobs | None = None,
                            private_weights: bool = True, timeout_s: float = 600.0,
-                           calibration: torch.Tensor | None = None) -> list[PrivateResult]:
+                           calibration: torch.Tensor | None = None, seed: int | None = None) -> list[PrivateResult]:
     """Private inference of several models on the same images in one session (parties start once).
+
+    `seed`: identical calls give identical logits and counters (see `seed_generators`: for evaluation, not secrecy);
+    None: CrypTen's own random seeds, and the logits' last fixed-point bits differ from run to run.
 
     `calibration`: the model owner's plaintext images (e.g. training data, never the private batch) used
     to calibrate public prescales for LayerNorm's inv_sqrt and ReLU-softmax's reciprocal (mpc.calibration).
@@ -228,7 +257,7 @@ def private_inference_many(classifiers: Sequence[Classifier], x: torch.Tensor, p
             plain.append(classifier.eval()(x.to(classifier.device)).cpu())
     cpu_models = [copy.deepcopy(c).cpu().eval() for c in classifiers]
     reports = [calibrate(m, calibration.detach().cpu().float()) if calibration is not None else {} for m in cpu_models]
-    payloads = _launch(cpu_models, x, parties, knobs, private_weights, timeout_s)
+    payloads = _launch(cpu_models, x, parties, knobs, private_weights, timeout_s, seed)
     results = [_result(c.name, p, per_party, knobs) for c, p, per_party in zip(classifiers, plain, payloads)]
     for result, report in zip(results, reports):
         result.calibration = report
@@ -236,9 +265,10 @@ def private_inference_many(classifiers: Sequence[Classifier], x: torch.Tensor, p
 
 
 def private_inference(classifier: Classifier, x: torch.Tensor, parties: int = 2, knobs: Knobs | None = None,
-                      private_weights: bool = True, timeout_s: float = 600.0, calibration: torch.Tensor | None = None) -> PrivateResult:
+                      private_weights: bool = True, timeout_s: float = 600.0, calibration: torch.Tensor | None = None,
+                      seed: int | None = None) -> PrivateResult:
     """Run `classifier` on images `x` (in [0,1]) under CrypTen secret sharing with real party processes."""
-    return private_inference_many([classifier], x, parties, knobs, private_weights, timeout_s, calibration)[0]
+    return private_inference_many([classifier], x, parties, knobs, private_weights, timeout_s, calibration, seed)[0]
 
 
 def _result(name: str, plain: torch.Tensor, per_party: list[dict], knobs: Knobs) -> PrivateResult:

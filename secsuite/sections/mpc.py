@@ -26,7 +26,7 @@ class Variant(_Strict):
     private_acc: float  # decrypted private outputs, on the private batch
     argmax_agreement: float
     max_abs_logit_error: float | None  # None: the private outputs were not finite
-    agrees: bool  # argmax_agreement >= the section's min_agreement
+    agrees: bool  # argmax_agreement >= the section's min_agreement and max_abs_logit_error < plaintext's largest |logit|
     bytes: int  # sent by all parties together
     bytes_per_party: list[int]
     rounds: int  # the most any party took
@@ -69,8 +69,8 @@ class Section(_Strict):
 
         return [
             ReportWarning(code="mpc_disagreement", subject=variant.name,
-                          message=f"private inference of {variant.name} agrees with plaintext on only {variant.argmax_agreement:.1%} "
-                                  f"of the batch (max logit error {_err(variant.max_abs_logit_error)}); its MPC cost is not for the same model")
+                          message=f"private inference of {variant.name} disagrees with plaintext: argmax agreement {variant.argmax_agreement:.1%}, "
+                                  f"max logit error {_err(variant.max_abs_logit_error)}; its MPC cost is not for the same model")
             for variant in self.variants if not variant.agrees
         ]
 

@@ -1,5 +1,9 @@
 """The report section states the approximation settings and flags disagreeing variants."""
 
+import torch
+
+from mpc.audit import _variant as _audit_variant
+from mpc.inference import Knobs, _result
 from secsuite.sections.mpc import OpCost, Section, Variant, markdown
 
 
@@ -20,3 +24,22 @@ def test_section_reports_calibration_and_disagreement():
     assert [(w.code, w.subject) for w in warnings] == [("mpc_disagreement", "softmax+gelu")]
     old = Section.model_validate({**section.model_dump(), "sqrt_iterations": 3, "calibrated": False})
     assert "not calibrated" in markdown(old)
+
+
+def _section_of(private_logits: torch.Tensor, plain_logits: torch.Tensor) -> Section:
+    """The audit's section for one variant whose parties returned `private_logits` (through the real result path)."""
+    payload = {"wall": 1.0, "comm_time": 0.5, "rounds": 10, "bytes": 100, "by_op": {}}
+    result = _result("model", plain_logits, [{**payload, "logits": None}, {**payload, "logits": private_logits}], Knobs())
+    variant = _audit_variant(result, 0.9, plain_logits.argmax(1), None, None, min_agreement=0.99)
+    return Section(parties=2, batch_size=len(plain_logits), private_weights=True, exp_iterations=8, reciprocal_iterations=10,
+                   precision_bits=16, min_agreement=0.99, network_profiles={}, variants=[variant])
+
+
+def test_wrong_private_outputs_always_raise_mpc_disagreement():
+    plain = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
+    # Parties out of step give logits of ~1e14 whose argmax can still match on a small batch.
+    noise_with_right_argmax = plain * 1e14
+    wrong_argmax = plain[:, [1, 0, 2]]
+    for private in (noise_with_right_argmax, wrong_argmax, torch.full_like(plain, float("nan"))):
+        assert [w.code for w in _section_of(private, plain).validity_warnings()] == ["mpc_disagreement"], private
+    assert _section_of(plain + 1e-3, plain).validity_warnings() == []
