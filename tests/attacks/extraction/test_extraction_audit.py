@@ -19,7 +19,8 @@ def test_audit_sections_from_one_config(tmp_path):
             {"kind": "attack", "name": "fgsm"},
             {"kind": "extraction", "name": "extraction", "methods": ["knockoff", "dfme", "cabage"], "output": "label",
              "pool_size": 200, "knockoff": {"epochs": 2}, "cabage": {"clone_steps": 1, "generators": 2}},
-            {"kind": "unlearnable", "name": "cuda", "mix": 1.0, "epochs": 2, "key": 5},
+            {"kind": "unlearnable", "name": "cuda", "mix": 1.0, "epochs": 2, "key": 5, "adversarial": True,
+             "adversarial_steps": 2},
         ],
         "output": {"formats": ["json", "md", "html"]},
     })
@@ -30,7 +31,9 @@ def test_audit_sections_from_one_config(tmp_path):
     spent = {m.method: m.queries_spent for m in extraction.methods}
     assert spent == {"knockoff": 200, "cabage": 300}
     unlearnable = report.unlearnable
-    assert [(r.training_set, r.mix) for r in unlearnable.rows] == [("clean", 0.0), ("protected", 1.0)]
+    # Both regimes, the adversarial one at the threat's smallest nonzero eps.
+    assert [(r.training_set, r.mix, r.regime) for r in unlearnable.rows] == [
+        ("clean", 0.0, "erm"), ("protected", 1.0, "erm"), ("clean", 0.0, "pgd-at linf eps=0.1"), ("protected", 1.0, "pgd-at linf eps=0.1")]
     # The written protected set reloads through the ordinary loader with the audit's key.
     written = load_dataset(unlearnable.dataset)
     digits = load_dataset("digits")
