@@ -43,6 +43,13 @@ class Dataset:
         in the data's own order. The first `limit` would be wrong: image folders are stored sorted by class."""
         if limit is None or limit >= len(self):
             return self
+        chosen = self.subset_indices(limit, seed)
+        return Dataset(self.x[chosen], self.y[chosen], self.num_classes, self.name)
+
+    def subset_indices(self, limit: int | None, seed: int = 0) -> torch.Tensor:
+        """The sorted indices of `subset(limit, seed)` (every index when `limit` covers the data)."""
+        if limit is None or limit >= len(self):
+            return torch.arange(len(self))
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
         labels = self.y[order]
         counts = torch.bincount(labels, minlength=self.num_classes)
@@ -52,8 +59,7 @@ class Dataset:
             rank_in_class[members] = torch.arange(len(members), dtype=torch.float64)
         # Taking the smallest (rank + 0.5) / class size gives every class its proportional share, rounded fairly.
         share = (rank_in_class + 0.5) / counts[labels].double()
-        chosen = order[torch.argsort(share, stable=True)[:limit]].sort().values
-        return Dataset(self.x[chosen], self.y[chosen], self.num_classes, self.name)
+        return order[torch.argsort(share, stable=True)[:limit]].sort().values
 
     def class_counts(self) -> list[int]:
         return torch.bincount(self.y, minlength=self.num_classes).tolist()

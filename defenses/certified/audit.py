@@ -39,15 +39,15 @@ def check(spec, config) -> None:
     parse_params(spec.params())
 
 
-def empirical_flags(context, n: int) -> dict[float, torch.Tensor]:
-    """Per-example robustness against every attack of the audit (worst case), on the first n examples, per eps."""
+def empirical_flags(context, indices: torch.Tensor) -> dict[float, torch.Tensor]:
+    """Per-example robustness against every attack of the audit (worst case), on the evaluated examples at `indices`, per eps."""
     evaluation = context.attack_evaluation
     if evaluation is None or not evaluation.robust:
         return {}
     flags: dict[float, torch.Tensor] = {}
     for per_eps in evaluation.robust.values():
         for eps, robust in per_eps.items():
-            robust = robust[:n].cpu().bool()
+            robust = robust.cpu().bool()[indices]
             flags[eps] = flags[eps] & robust if eps in flags else robust
     return flags
 
@@ -66,10 +66,12 @@ def empirical_curves(context) -> list[EmpiricalCurve]:
 
 def run(context, spec) -> Section:
     methods, limit, batch_size = parse_params(spec.params())
-    data = context.eval_data.subset(limit)
+    # The certified examples are a stratified subset of the audit's, and are compared with the attacks on exactly those.
+    indices = context.eval_data.subset_indices(limit, seed=context.threat.seed)
+    data = context.eval_data.subset(limit, seed=context.threat.seed)
     classifier = context.classifier
     certifier = Certifier(classifier, batch_size)
-    flags = empirical_flags(context, len(data))
+    flags = empirical_flags(context, indices)
     curves = []
     for method in methods:
         points = []

@@ -82,6 +82,48 @@ def _avgpool_contiguous(bound_avgpool_cls: type) -> None:
     bound_avgpool_cls.bound_backward = bound_backward
 
 
+def _clamp_unit_interval(value: torch.Tensor) -> torch.Tensor:
+    """value clamped to [0, 1], with the gradient passed through at exactly 0 and 1 (zero only outside)."""
+    return torch.where((value >= 0) & (value <= 1), value, value.clamp(0, 1).detach())
+
+
+def _relu_alpha_gradient(bound_relu_cls: type) -> None:
+    # alpha-CROWN starts every ReLU slope alpha at CROWN's adaptive slope, exactly 0 or 1, and clamps it to [0, 1]
+    # in _relu_mask_alpha; this torch's clamp passes no gradient at its bounds, so no alpha ever moved and
+    # alpha-CROWN returned CROWN's bounds. Same relaxation, with the gradient kept at the bounds.
+    if getattr(bound_relu_cls._relu_mask_alpha, "_secsuite_patched", False):
+        return
+
+    def _relu_mask_alpha(lower, upper, lb_lower_d, ub_lower_d):
+        lower_mask = (lower >= 0).to(lower.dtype)
+        upper_mask = upper <= 0
+        unstable = (1.0 - lower_mask) * (1.0 - upper_mask.to(upper.dtype))
+        slopes = [None if d is None else _clamp_unit_interval(d) * unstable + lower_mask for d in (lb_lower_d, ub_lower_d)]
+        return slopes[0], slopes[1], upper_mask.all()
+
+    _relu_mask_alpha._secsuite_patched = True
+    bound_relu_cls._relu_mask_alpha = staticmethod(_relu_mask_alpha)
+
+
+def _full_alpha_indices(bound_relu_cls: type) -> None:
+    # init_opt_parameters keeps alphas for unstable neurons only unless more than `minimum_sparsity` of a layer is
+    # unstable; then it allocates full alphas but resets the sparse indices only when verbosity > 0, and the
+    # backward pass fails with "shape mismatch" scattering full alphas into the sparse positions.
+    original = bound_relu_cls.init_opt_parameters
+    if getattr(original, "_secsuite_patched", False):
+        return
+
+    def init_opt_parameters(self, start_nodes):
+        original(self, start_nodes)
+        if self.alpha_indices is not None:
+            neurons = self.inputs[0].lower[0].numel()
+            if self.alpha_indices[0].numel() > self.options.get("minimum_sparsity", 0.9) * neurons:
+                self.alpha_indices = None
+
+    init_opt_parameters._secsuite_patched = True
+    bound_relu_cls.init_opt_parameters = init_opt_parameters
+
+
 def apply() -> None:
     """Install the patches needed before auto_LiRPA is imported (idempotent)."""
     _numpy_arraysetops()
@@ -95,8 +137,10 @@ def lirpa() -> types.ModuleType:
     apply()
     import auto_LiRPA
 
-    from auto_LiRPA.bound_ops import BoundAveragePool
+    from auto_LiRPA.bound_ops import BoundAveragePool, BoundRelu
 
     _named_members(auto_LiRPA.BoundedModule)
     _avgpool_contiguous(BoundAveragePool)
+    _relu_alpha_gradient(BoundRelu)
+    _full_alpha_indices(BoundRelu)
     return auto_LiRPA

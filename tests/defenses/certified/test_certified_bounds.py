@@ -58,21 +58,58 @@ def test_margin_and_logit_bounds_hold_on_residual_bn(residual_bn, digits, method
     assert torch.isfinite(lower).all() and torch.isfinite(upper).all()
 
 
-def test_alpha_crown_sound_and_at_least_as_tight_as_crown(avg_cnn, digits):
-    x, y = digits.test.x[:3], digits.test.y[:3]
-    crown = certify(avg_cnn, x, y, 0.02, "CROWN")
-    alpha = certify(avg_cnn, x, y, 0.02, "alpha-CROWN")
-    generator = torch.Generator().manual_seed(1)
-    for i in range(len(x)):
-        points = ball_samples(x[i], 0.02, "linf", SAMPLES, generator)
-        assert (margins(avg_cnn, points, int(y[i])) >= alpha.margin_lower[i] - 1e-4).all()
-    assert (alpha.margin_lower >= crown.margin_lower - 1e-3).all()
+ORDER = ("IBP", "CROWN-IBP", "CROWN", "alpha-CROWN")
+ORDER_EPS = 0.05
+# Least mean gain (margin lower bound, 4 digits, eps 0.05) of each method over the one before it on avg_cnn-like models.
+# Measured over training seeds 0-2, 1 and 2 threads: CROWN-IBP - IBP 25.2-27.6, CROWN - CROWN-IBP 9.5-12.0,
+# alpha-CROWN - CROWN 0.104-0.186 (alpha-CROWN improved every one of the 36 margins, by 0.019 at least).
+# A method that silently computes the one before it gains 0. Bounds: about half the smallest measured gain.
+MIN_MEAN_GAIN = {"CROWN-IBP": 12.0, "CROWN": 4.5, "alpha-CROWN": 0.05}
 
 
-def test_tighter_methods_are_tighter(residual_bn, digits):
-    x, y = digits.test.x[:16], digits.test.y[:16]
-    ibp, crown = (certify(residual_bn, x, y, 0.01, m).margin_lower for m in ("IBP", "CROWN"))
-    assert crown.mean() > ibp.mean()
+@pytest.fixture(scope="module")
+def ordered_bounds(avg_cnn, digits) -> dict[str, torch.Tensor]:
+    x, y = digits.test.x[:4], digits.test.y[:4]
+    certifier = Certifier(avg_cnn)
+    return {method: certifier.certify(x, y, ORDER_EPS, method).margin_lower for method in ORDER}
+
+
+def test_each_method_is_strictly_tighter_than_the_one_before(ordered_bounds):
+    for weaker, stronger in zip(ORDER, ORDER[1:]):
+        gain = (ordered_bounds[stronger] - ordered_bounds[weaker]).mean().item()
+        assert gain > MIN_MEAN_GAIN[stronger], f"{stronger} gains only {gain:.4f} over {weaker}"
+    # alpha-CROWN starts from CROWN's slopes and keeps the best bound it reaches: never looser on any margin.
+    assert (ordered_bounds["alpha-CROWN"] >= ordered_bounds["CROWN"] - 1e-5).all()
+
+
+def pgd_margins(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 50) -> torch.Tensor:
+    """(N, K-1): for each example and other class j (increasing order), the smallest f_y - f_j that signed-gradient
+    descent on that margin finds in the Linf ball intersected with [0, 1]; an upper bound on the true minimum."""
+    k = classifier.num_classes
+    others = torch.arange(k).expand(len(y), -1)
+    others = others[others != y.unsqueeze(1)].view(len(y), k - 1)
+    xs, ys, js = x.repeat_interleave(k - 1, 0), y.repeat_interleave(k - 1), others.flatten()
+
+    def margin(delta: torch.Tensor) -> torch.Tensor:
+        logits = classifier((xs + delta).clamp(0, 1))
+        return logits.gather(1, ys[:, None]).squeeze(1) - logits.gather(1, js[:, None]).squeeze(1)
+
+    delta = torch.zeros_like(xs)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        (grad,) = torch.autograd.grad(margin(delta).sum(), delta)
+        delta = (delta - eps / 10 * grad.sign()).clamp(-eps, eps).detach()
+    with torch.no_grad():
+        return margin(delta).view(len(y), k - 1)
+
+
+def test_every_bound_is_below_the_margins_pgd_reaches(avg_cnn, digits, ordered_bounds):
+    x, y = digits.test.x[:4], digits.test.y[:4]
+    attacked = pgd_margins(avg_cnn, x, y, ORDER_EPS)
+    clean = pgd_margins(avg_cnn, x, y, ORDER_EPS, steps=0)
+    assert (attacked < clean - 0.1).all(), "the attack should lower every margin; otherwise this test checks nothing"
+    for method, lower in ordered_bounds.items():
+        assert (lower <= attacked + 1e-4).all(), f"{method} bound above a margin PGD reached"
 
 
 @pytest.mark.parametrize("method", ["IBP", "CROWN-IBP", "CROWN"])
