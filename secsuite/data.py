@@ -46,6 +46,10 @@ class Dataset:
         chosen = self.subset_indices(limit, seed)
         return Dataset(self.x[chosen], self.y[chosen], self.num_classes, self.name)
 
+    def head(self, count: int) -> "Dataset":
+        """The first `count` examples in stored order (for data known not to be sorted by class)."""
+        return Dataset(self.x[:count], self.y[:count], self.num_classes, self.name)
+
     def subset_indices(self, limit: int | None, seed: int = 0) -> torch.Tensor:
         """The sorted indices of `subset(limit, seed)` (every index when `limit` covers the data)."""
         if limit is None or limit >= len(self):
