@@ -132,13 +132,12 @@ def test_unknown_defense_name():
         make_defense("madry")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["pgd_at", "trades"])
-def test_mnist_acceptance_setting_on_a_smaller_budget(mnist_dir, name):
-    """The benchmark's setting (small CNN, Linf 0.1, PGD-20) on 2,000 training and 500 test images."""
+@pytest.fixture(scope="module")
+def mnist_setting(mnist_dir):
+    """The benchmark's setting (small CNN, Linf 0.1, PGD-20) on 2,000 training and 500 test images: the starting
+    model (5 epochs) and its plain-training control (3 more epochs, as many as adversarial training gets)."""
     from secsuite.data import load_dataset
     from secsuite.model import Classifier
-    from secsuite.training import train_classifier
     from secsuite.zoo import build
 
     data = load_dataset(f"mnist:{mnist_dir}")
@@ -146,8 +145,19 @@ def test_mnist_acceptance_setting_on_a_smaller_budget(mnist_dir, name):
     torch.manual_seed(0)
     model = Classifier(build("small_cnn", 10, train.input_shape), 10, train.input_shape)
     train_classifier(model, train, epochs=5, seed=0)
-    before = pgd20_accuracy(model, test, eps=0.1)
+    control = erm_copy(model, train, epochs=3, lr=1e-3, batch_size=128)
+    return model, train, test, pgd20_accuracy(control, test, eps=0.1)
+
+
+# Spread (model and defense seeds 0-2, OMP_NUM_THREADS 1 and 2: 6 runs; 500 test images): PGD-20 accuracy
+# PGD-AT 83.4-83.8%, TRADES 83.4-87.0%, plain-training control 63.4-73.8% (gain 9.6-22.0 points); clean
+# accuracy 95.6-97.0%. About 25 s per defense and 25 s for the shared start on an idle 2-core machine.
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pgd_at", "trades"])
+def test_mnist_acceptance_setting_on_a_smaller_budget(mnist_setting, name):
+    model, train, test, control_robust = mnist_setting
     result = make_defense(name, epochs=3, steps=5, warmup_epochs=1).fit(model, train, ThreatModel(eps=[0.1]))
     robust = pgd20_accuracy(result.classifier, test, eps=0.1)
-    assert robust >= max(0.65, before + 0.1)
+    assert robust >= 0.75
+    assert robust >= control_robust + 0.05
     assert result.classifier.accuracy(test.x, test.y) >= 0.93

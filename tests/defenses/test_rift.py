@@ -62,6 +62,19 @@ def test_mrc_table_covers_every_conv_and_linear_module(rift_result, digits_model
     assert "<img" in result.details["html"]
 
 
+def gradient_step_increase(model, module, x, y, budget):
+    """Increase of the mean cross-entropy when `module`'s weight moves budget * ||weight|| along its gradient."""
+    weight = module.weight
+    original = weight.detach().clone()
+    loss = F.cross_entropy(model(x), y)
+    (grad,) = torch.autograd.grad(loss, weight)
+    with torch.no_grad():
+        weight.add_(budget * original.norm() * grad / grad.norm())
+        increase = F.cross_entropy(model(x), y).item() - loss.item()
+        weight.copy_(original)
+    return increase
+
+
 class _TwoHeads(nn.Module):
     """The digits CNN's features, then two copies of its trained output layer mixed 0.9 / 0.1: the logits are
     the original model's, both heads hold the same weights, but the major head's weights move them 9x more."""
@@ -88,6 +101,12 @@ def test_mrc_ranks_the_module_whose_weights_matter_more_as_more_critical(digits_
         return {row["module"]: row["mrc"] for row in rows}
 
     small, default = mrc(0.02), mrc(0.1)
+    # The ascent finds at least what one step of the full budget along the loss gradient finds (its first epoch
+    # is that step when the gradient is large). Spread (seeds 0-2, 1 and 2 threads): MRC / that step's loss increase
+    # 1.00-2.06 at budget 0.02; a gradient descent instead gives MRC 0 for the nearly linear minor head.
+    for name, module in model.net.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            assert small[name] >= 0.9 * gradient_step_increase(model, module, x_adv, y, 0.02), name
     # Spread (digits CNN seeds 0-2, 1 and 2 threads): at budget 0.1 MRC major 1.03-2.35, minor 0.011-0.041
     # (ratio 43-210); major at budget 0.02: 0.074-0.097 (budget 0.1 / 0.02: 14-31x).
     assert default["major"] > 10 * default["minor"]
@@ -125,6 +144,25 @@ def test_sweep_runs_from_the_adversarially_trained_to_the_fine_tuned_model(rift_
     chosen, start, fine_tuned = result.classifier.state_dict(), at_model.state_dict(), tuned.state_dict()
     for key, value in chosen.items():
         torch.testing.assert_close(value, alpha * fine_tuned[key] + (1 - alpha) * start[key])
+
+
+def test_positive_alpha_returns_that_interpolation_not_the_start(digits_model, digits):
+    """A start that lost clean accuracy (its output bias pushes every digit towards class 0) and a tuned model
+    that has it: the rule must pick alpha > 0, and the returned model is that interpolation."""
+    start = copy.deepcopy(digits_model)
+    with torch.no_grad():
+        start.net[-1].bias[0] += 20.0
+    validation = digits.train.subset(200)
+    defense = RiFT(alphas=[0.5, 1.0], tolerance=100.0)
+    defense.resolved_eps, defense.resolved_norm = 0.2, "linf"
+    rows, returned = defense._sweep(start, digits_model, validation)
+    chosen = next(row for row in rows if row["chosen"])
+    assert rows[0]["clean_acc"] < 0.5 and chosen["alpha"] > 0
+    alpha, tuned = chosen["alpha"], digits_model.state_dict()
+    for key, value in returned.state_dict().items():
+        torch.testing.assert_close(value, alpha * tuned[key] + (1 - alpha) * start.state_dict()[key])
+    assert returned.accuracy(validation.x, validation.y) == pytest.approx(chosen["clean_acc"])
+    assert not torch.equal(returned.net[-1].bias, start.net[-1].bias)
 
 
 def test_returned_model_is_no_less_accurate_and_within_the_robustness_tolerance(rift_result, at_model, rift_split):
